@@ -1,0 +1,34 @@
+// CPU reductions for every datatype x op. Integer arithmetic wraps (two's complement,
+// never undefined behaviour); float16 and bfloat16 compute in float and round to nearest
+// even. Kernels are plain loops the compiler vectorises, cloned per ISA (AVX-512, AVX2,
+// baseline) and picked at run time, so one binary runs everywhere.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "ciuic/ciuic.h"
+
+namespace ciuic::reduce {
+
+bool valid_datatype(int datatype);
+bool valid_op(int op);
+size_t datatype_size(ciuic_datatype_t datatype);  // 0 if invalid
+const char* datatype_name(ciuic_datatype_t datatype);
+const char* op_name(ciuic_op_t op);
+
+// dst[i] = a[i] (op) b[i], i < count. dst may alias a or b (in place). CIUIC_AVG
+// accumulates as CIUIC_SUM here; finish_average() divides at the end.
+void reduce(void* dst, const void* a, const void* b, size_t count, ciuic_datatype_t datatype,
+            ciuic_op_t op);
+
+// data[i] = data[i] / nranks: the last step of CIUIC_AVG (integer division for integers).
+void finish_average(void* data, size_t count, ciuic_datatype_t datatype, int nranks);
+
+// Conversions used by the kernels, exposed for tests and references.
+float half_to_float(uint16_t h);
+uint16_t float_to_half(float f);       // round to nearest even; overflow -> inf
+float bfloat16_to_float(uint16_t b);
+uint16_t float_to_bfloat16(float f);   // round to nearest even; NaN stays NaN
+
+}  // namespace ciuic::reduce

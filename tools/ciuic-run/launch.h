@@ -1,0 +1,31 @@
+// Spawning N local ranks of a program: used by ciuic-run and by ciuic-perf when no
+// launcher started it. Each child gets CIUIC_RANK, CIUIC_WORLD_SIZE, CIUIC_LOCAL_RANK,
+// CIUIC_LOCAL_SIZE, CIUIC_ROOT (a free loopback/interface port) and CIUIC_SECRET (fresh,
+// random) in its environment.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "base/status.h"
+
+namespace ciuic::launch {
+
+struct LaunchOptions {
+  int nranks = 1;
+  std::vector<std::string> argv;            // program and its arguments
+  std::vector<std::string> extra_env;       // "NAME=value" added to every child
+  std::string root_host = "127.0.0.1";      // where rank 0 serves the bootstrap store
+  int grace_ms = 5000;  // after the first failed rank, how long the others get before SIGKILL
+  bool tag_output = false;  // prefix each child's output lines with "[rank] "
+};
+
+struct LaunchResult {
+  int exit_code = 0;          // 0 if every rank exited 0; else the first failure's code
+  std::string failure;        // "rank 2 (pid 1234) killed by SIGKILL" — empty on success
+};
+
+// Runs the ranks to completion. Forwards SIGINT/SIGTERM to the children.
+Status run_local(const LaunchOptions& options, LaunchResult* result);
+
+}  // namespace ciuic::launch
