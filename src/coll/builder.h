@@ -1,0 +1,102 @@
+// Small tools every schedule builder uses: splitting a buffer into per-rank segments
+// and pipelining chunks, and a pool of chunk-sized scratch slots whose reuse is
+// expressed as dependencies (a slot is refilled only after its last reader finished).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <vector>
+
+#include "coll/schedule.h"
+
+namespace ciuic::coll {
+
+struct Range {
+  size_t offset = 0;  // bytes
+  size_t bytes = 0;
+};
+
+// Splits `count` elements into `parts` contiguous parts as evenly as possible (the first
+// count % parts get one more element); returned in bytes.
+std::vector<Range> split_even(size_t count, int parts, size_t elem_size);
+
+// The largest whole number of elements in `bytes`, at least one element.
+inline size_t whole_elements(size_t bytes, size_t elem_size) {
+  size_t n = bytes / elem_size * elem_size;
+  return n > 0 ? n : elem_size;
+}
+
+// Cuts a byte range into pipelining chunks of at most chunk_bytes (a whole number of
+// elements each, never empty unless the range is).
+std::vector<Range> chunks_of(Range range, size_t chunk_bytes, size_t elem_size);
+
+class ScratchPool {
+ public:
+  // Slots of slot_bytes; at least min_slots exist before any is reused, so that that
+  // many receives can be in flight at once.
+  ScratchPool(size_t slot_bytes, int min_slots, size_t base_offset = 0)
+      : slot_bytes_(slot_bytes), min_slots_(min_slots), base_(base_offset) {}
+
+  // A slot to fill; appends to *deps the step that last read it (if reused).
+  BufferRange acquire(std::vector<uint32_t>* deps);
+  // The slot's last reader is `step`; it may be refilled after that completes.
+  void release(BufferRange slot, uint32_t step);
+  // Scratch bytes needed, counted from offset 0 of the scratch buffer.
+  size_t end_offset() const { return base_ + slots_ * slot_bytes_; }
+
+ private:
+  struct Free {
+    size_t offset;
+    uint32_t last_reader;
+  };
+  size_t slot_bytes_;
+  int min_slots_;
+  size_t base_;
+  size_t slots_ = 0;
+  std::deque<Free> free_;
+};
+
+inline Step send_step(int peer, BufferRange src, size_t bytes) {
+  Step s;
+  s.kind = StepKind::kSend;
+  s.peer = peer;
+  s.src = src;
+  s.bytes = bytes;
+  return s;
+}
+inline Step recv_step(int peer, BufferRange dst, size_t bytes) {
+  Step s;
+  s.kind = StepKind::kRecv;
+  s.peer = peer;
+  s.dst = dst;
+  s.bytes = bytes;
+  return s;
+}
+inline Step reduce_step(BufferRange dst, BufferRange a, BufferRange b, size_t bytes) {
+  Step s;
+  s.kind = StepKind::kReduce;
+  s.dst = dst;
+  s.src = a;
+  s.src2 = b;
+  s.bytes = bytes;
+  return s;
+}
+inline Step copy_step(BufferRange dst, BufferRange src, size_t bytes) {
+  Step s;
+  s.kind = StepKind::kCopy;
+  s.dst = dst;
+  s.src = src;
+  s.bytes = bytes;
+  return s;
+}
+inline Step average_step(BufferRange dst, size_t bytes) {
+  Step s;
+  s.kind = StepKind::kAverage;
+  s.dst = dst;
+  s.bytes = bytes;
+  return s;
+}
+inline BufferRange at(Buffer b, size_t offset) { return BufferRange{b, offset}; }
+
+}  // namespace ciuic::coll

@@ -1,0 +1,268 @@
+#include "coll/executor.h"
+
+#include <poll.h>
+
+#include <cstring>
+#include <deque>
+#include <map>
+#include <vector>
+
+#include "base/log.h"
+#include "reduce/reduce.h"
+
+namespace ciuic::coll {
+namespace {
+
+struct InFlight {
+  uint32_t step;
+  transport::Request* request;
+};
+
+// The per-peer, per-direction queue of network steps in schedule order.
+struct Lane {
+  std::vector<uint32_t> steps;
+  size_t next_to_post = 0;
+  std::deque<InFlight> in_flight;
+  size_t completed = 0;
+};
+
+struct PeerState {
+  int peer = -1;
+  Lane send;
+  Lane recv;
+  transport::SendChannel* send_channel = nullptr;
+  transport::RecvChannel* recv_channel = nullptr;
+};
+
+class Run {
+ public:
+  Run(const Schedule& s, const Buffers& b, PeerLinks& links, const ExecOptions& o)
+      : s_(s), b_(b), links_(links), o_(o) {}
+
+  Status go();
+
+ private:
+  char* address(const BufferRange& r) const {
+    switch (r.buffer) {
+      case Buffer::kSend: return const_cast<char*>(static_cast<const char*>(b_.send)) + r.offset;
+      case Buffer::kRecv: return static_cast<char*>(b_.recv) + r.offset;
+      case Buffer::kScratch: return static_cast<char*>(b_.scratch) + r.offset;
+    }
+    return nullptr;
+  }
+  void complete(uint32_t step);
+  void run_local(uint32_t step);
+  Status post(PeerState& p, bool* progressed);
+  Status test(PeerState& p, bool* progressed);
+  Status sleep_until_ready();
+  Status fail(Status s, int peer, const char* what);
+  std::string waiting_on() const;
+
+  const Schedule& s_;
+  const Buffers& b_;
+  PeerLinks& links_;
+  const ExecOptions& o_;
+  std::vector<uint32_t> missing_;               // unfinished dependencies per step
+  std::vector<std::vector<uint32_t>> dependents_;
+  std::vector<uint32_t> ready_local_;
+  std::vector<PeerState> peers_;
+  size_t done_ = 0;
+};
+
+bool is_network(StepKind k) { return k == StepKind::kSend || k == StepKind::kRecv; }
+
+void Run::complete(uint32_t step) {
+  ++done_;
+  for (uint32_t d : dependents_[step]) {
+    if (--missing_[d] == 0 && !is_network(s_.steps[d].kind)) ready_local_.push_back(d);
+  }
+}
+
+void Run::run_local(uint32_t i) {
+  const Step& st = s_.steps[i];
+  const size_t elem = reduce::datatype_size(s_.datatype);
+  switch (st.kind) {
+    case StepKind::kReduce:
+      reduce::reduce(address(st.dst), address(st.src), address(st.src2), st.bytes / elem,
+                     s_.datatype, s_.op);
+      break;
+    case StepKind::kCopy:
+      if (st.bytes > 0 && address(st.dst) != address(st.src))
+        std::memmove(address(st.dst), address(st.src), st.bytes);
+      break;
+    case StepKind::kAverage:
+      reduce::finish_average(address(st.dst), st.bytes / elem, s_.datatype, s_.nranks);
+      break;
+    default: break;
+  }
+}
+
+Status Run::fail(Status s, int peer, const char* what) {
+  return s.prefix(o_.label + ": rank " + std::to_string(s_.rank) + " " + what + " " +
+                  links_.describe_peer(peer));
+}
+
+Status Run::post(PeerState& p, bool* progressed) {
+  while (p.send.next_to_post < p.send.steps.size() &&
+         p.send.in_flight.size() < static_cast<size_t>(o_.max_in_flight)) {
+    uint32_t i = p.send.steps[p.send.next_to_post];
+    if (missing_[i] != 0) break;
+    const Step& st = s_.steps[i];
+    transport::Request* req = nullptr;
+    Status s = p.send_channel->isend(address(st.src), st.bytes, s_.rank, nullptr, &req);
+    if (!s.ok()) return fail(s, p.peer, "sending to");
+    if (req == nullptr) break;
+    p.send.in_flight.push_back({i, req});
+    ++p.send.next_to_post;
+    *progressed = true;
+  }
+  while (p.recv.next_to_post < p.recv.steps.size() &&
+         p.recv.in_flight.size() < static_cast<size_t>(o_.max_in_flight)) {
+    uint32_t i = p.recv.steps[p.recv.next_to_post];
+    if (missing_[i] != 0) break;
+    const Step& st = s_.steps[i];
+    transport::Request* req = nullptr;
+    void* data = address(st.dst);
+    size_t size = st.bytes;
+    int tag = p.peer;
+    transport::MemoryRegion* region = nullptr;
+    Status s = p.recv_channel->irecv(1, &data, &size, &tag, &region, &req);
+    if (!s.ok()) return fail(s, p.peer, "receiving from");
+    if (req == nullptr) break;
+    p.recv.in_flight.push_back({i, req});
+    ++p.recv.next_to_post;
+    *progressed = true;
+  }
+  return Status::Ok();
+}
+
+Status Run::test(PeerState& p, bool* progressed) {
+  while (!p.send.in_flight.empty()) {
+    bool done = false;
+    Status s = p.send_channel->test(p.send.in_flight.front().request, &done, nullptr);
+    if (!s.ok()) return fail(s, p.peer, "sending to");
+    if (!done) break;
+    complete(p.send.in_flight.front().step);
+    p.send.in_flight.pop_front();
+    ++p.send.completed;
+    *progressed = true;
+  }
+  while (!p.recv.in_flight.empty()) {
+    bool done = false;
+    size_t got = 0;
+    Status s = p.recv_channel->test(p.recv.in_flight.front().request, &done, &got);
+    if (!s.ok()) return fail(s, p.peer, "receiving from");
+    if (!done) break;
+    uint32_t i = p.recv.in_flight.front().step;
+    p.recv.in_flight.pop_front();
+    if (got != s_.steps[i].bytes) {
+      return fail(invalid_argument("expected " + std::to_string(s_.steps[i].bytes) +
+                                   " bytes but got " + std::to_string(got) +
+                                   ": the ranks called different collectives, counts or "
+                                   "datatypes"),
+                  p.peer, "receiving from");
+    }
+    complete(i);
+    ++p.recv.completed;
+    *progressed = true;
+  }
+  return Status::Ok();
+}
+
+std::string Run::waiting_on() const {
+  std::string out;
+  for (const PeerState& p : peers_) {
+    if (p.recv.completed < p.recv.steps.size()) {
+      out += (out.empty() ? "" : "; ") + std::string("no data yet from ") +
+             links_.describe_peer(p.peer) + " (" + std::to_string(p.recv.completed) + " of " +
+             std::to_string(p.recv.steps.size()) + " receives done)";
+    }
+    if (p.send.completed < p.send.steps.size()) {
+      out += (out.empty() ? "" : "; ") + std::string("sends to ") + links_.describe_peer(p.peer) +
+             " not drained (" + std::to_string(p.send.completed) + " of " +
+             std::to_string(p.send.steps.size()) + " done)";
+    }
+  }
+  return out;
+}
+
+Status Run::sleep_until_ready() {
+  std::vector<pollfd> fds;
+  for (const PeerState& p : peers_) {
+    if (!p.send.in_flight.empty()) p.send_channel->collect_poll_fds(&fds);
+    if (!p.recv.in_flight.empty()) p.recv_channel->collect_poll_fds(&fds);
+  }
+  if (o_.wake_fd >= 0) fds.push_back(pollfd{o_.wake_fd, POLLIN, 0});
+  int timeout = o_.deadline.poll_timeout_ms(100);
+  int rc = ::poll(fds.data(), fds.size(), timeout);
+  if (rc < 0 && errno != EINTR) return errno_error(o_.label + ": poll", errno);
+  return Status::Ok();
+}
+
+Status Run::go() {
+  const size_t n = s_.steps.size();
+  missing_.resize(n);
+  dependents_.resize(n);
+  std::map<int, size_t> peer_index;
+  for (uint32_t i = 0; i < n; ++i) {
+    const Step& st = s_.steps[i];
+    missing_[i] = st.dep_count;
+    for (uint32_t d = 0; d < st.dep_count; ++d) dependents_[s_.deps[st.dep_begin + d]].push_back(i);
+    if (is_network(st.kind)) {
+      auto [it, fresh] = peer_index.emplace(st.peer, peers_.size());
+      if (fresh) {
+        PeerState p;
+        p.peer = st.peer;
+        peers_.push_back(std::move(p));
+      }
+      PeerState& p = peers_[it->second];
+      (st.kind == StepKind::kSend ? p.send : p.recv).steps.push_back(i);
+    } else if (st.dep_count == 0) {
+      ready_local_.push_back(i);
+    }
+  }
+  for (PeerState& p : peers_) {
+    if (!p.send.steps.empty()) p.send_channel = links_.send_channel(p.peer);
+    if (!p.recv.steps.empty()) p.recv_channel = links_.recv_channel(p.peer);
+    if ((!p.send.steps.empty() && p.send_channel == nullptr) ||
+        (!p.recv.steps.empty() && p.recv_channel == nullptr))
+      return internal_error(o_.label + ": no connection to " + links_.describe_peer(p.peer));
+  }
+  int idle = 0;
+  while (done_ < n) {
+    bool progressed = false;
+    while (!ready_local_.empty()) {
+      uint32_t i = ready_local_.back();
+      ready_local_.pop_back();
+      run_local(i);
+      complete(i);
+      progressed = true;
+    }
+    for (PeerState& p : peers_) {
+      CIUIC_RETURN_IF_ERROR(post(p, &progressed));
+      CIUIC_RETURN_IF_ERROR(test(p, &progressed));
+    }
+    if (progressed) {
+      idle = 0;
+      continue;
+    }
+    if (o_.aborted != nullptr && o_.aborted->load(std::memory_order_relaxed))
+      return aborted_error(o_.label + ": the communicator was aborted");
+    if (o_.deadline.expired()) {
+      return timeout_error(o_.label + " timed out on rank " + std::to_string(s_.rank) + ": " +
+                           waiting_on() + " (CIUIC_TIMEOUT_MS)");
+    }
+    if (++idle > o_.spin_before_sleep) CIUIC_RETURN_IF_ERROR(sleep_until_ready());
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+Status execute(const Schedule& schedule, const Buffers& buffers, PeerLinks& links,
+               const ExecOptions& options) {
+  Run run(schedule, buffers, links, options);
+  return run.go();
+}
+
+}  // namespace ciuic::coll

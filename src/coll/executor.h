@@ -1,0 +1,45 @@
+// The one executor: runs a rank's Schedule over real channels. It posts sends and
+// receives as soon as their dependencies complete (in each peer's order, with a bounded
+// number in flight), runs reductions and copies as their inputs arrive, and sleeps in
+// poll() when nothing can move — never past the deadline, and woken at once by abort.
+#pragma once
+
+#include <atomic>
+#include <string>
+
+#include "base/clock.h"
+#include "base/status.h"
+#include "coll/schedule.h"
+#include "transports/transport.h"
+
+namespace ciuic::coll {
+
+// The executor's view of the communicator's connections. Both channels of every peer the
+// schedule names must exist before execute() is called.
+class PeerLinks {
+ public:
+  virtual ~PeerLinks() = default;
+  virtual transport::SendChannel* send_channel(int peer) = 0;
+  virtual transport::RecvChannel* recv_channel(int peer) = 0;
+  virtual std::string describe_peer(int peer) = 0;  // "rank 2 (10.0.0.2:4000)"
+};
+
+struct ExecOptions {
+  std::string label;                    // "allreduce #17 (ring, 4194304 B float32 sum)"
+  Deadline deadline = Deadline::never();
+  const std::atomic<bool>* aborted = nullptr;  // checked every iteration
+  int wake_fd = -1;                     // readable when abort() wants the executor awake
+  int max_in_flight = 8;                // per peer and direction
+  int spin_before_sleep = 64;           // idle iterations before sleeping in poll()
+};
+
+struct Buffers {
+  const void* send = nullptr;
+  void* recv = nullptr;
+  void* scratch = nullptr;
+};
+
+Status execute(const Schedule& schedule, const Buffers& buffers, PeerLinks& links,
+               const ExecOptions& options);
+
+}  // namespace ciuic::coll

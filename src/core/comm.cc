@@ -1,0 +1,449 @@
+#include "core/comm.h"
+
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "base/config.h"
+#include "base/log.h"
+#include "coll/algorithms.h"
+#include "reduce/reduce.h"
+
+namespace ciuic::core {
+namespace {
+
+const config::StringParam kTransport{
+    "CIUIC_TRANSPORT", "auto", "Transport between ranks: auto or a registered name (tcp)"};
+const config::IntParam kTimeoutMs{
+    "CIUIC_TIMEOUT_MS", 300000,
+    "Deadline of every operation and of init, in ms: past it the call fails naming the peers "
+    "not heard from"};
+const config::IntParam kChunkBytes{
+    "CIUIC_CHUNK_BYTES", 1 << 20, "Pipelining chunk of the collective algorithms, in bytes"};
+const config::IntParam kScratchSlots{
+    "CIUIC_SCRATCH_SLOTS", 16, "Chunk-sized scratch buffers a pipelined algorithm cycles through"};
+const config::IntParam kMaxInFlight{
+    "CIUIC_MAX_IN_FLIGHT", 8, "Sends (and receives) in flight per peer during a collective"};
+const config::IntParam kSpinCount{
+    "CIUIC_SPIN_COUNT", 64,
+    "Idle polling rounds before a waiting rank sleeps in poll() (lower saves CPU, higher cuts "
+    "latency)"};
+const config::StringParam kAlgo{
+    "CIUIC_ALGO", "",
+    "Force algorithms: a name for every collective that has it (ring), or per collective "
+    "(allreduce=ring,broadcast=chain). Empty: the default"};
+
+constexpr uint32_t kHelloMagic = 0x4349484c;  // "CIHL": first message on every channel
+constexpr size_t kHostNameBytes = 64;
+
+std::string algorithm_for(coll::Collective c) {
+  std::string spec = kAlgo.get();
+  std::string fallback;
+  size_t start = 0;
+  while (start < spec.size()) {
+    size_t end = spec.find(',', start);
+    if (end == std::string::npos) end = spec.size();
+    std::string item = spec.substr(start, end - start);
+    size_t eq = item.find('=');
+    if (eq == std::string::npos) {
+      fallback = item;
+    } else if (item.substr(0, eq) == coll::collective_name(c)) {
+      return item.substr(eq + 1);
+    }
+    start = end + 1;
+  }
+  if (fallback.empty()) return "";
+  for (const auto& e : coll::registered_algorithms())
+    if (e.collective == c && fallback == e.name) return fallback;
+  return "";  // a global name applies only where that algorithm exists
+}
+
+std::string size_text(size_t bytes) {
+  if (bytes >= (1u << 20) && bytes % (1u << 20) == 0) return std::to_string(bytes >> 20) + " MiB";
+  if (bytes >= 1024 && bytes % 1024 == 0) return std::to_string(bytes >> 10) + " KiB";
+  return std::to_string(bytes) + " B";
+}
+
+}  // namespace
+
+Status Communicator::create(const UniqueId& id, const std::string& name_space, int rank,
+                            int nranks, std::unique_ptr<Communicator>* out) {
+  std::unique_ptr<Communicator> comm(new Communicator());
+  CIUIC_RETURN_IF_ERROR(comm->init(id, name_space, rank, nranks));
+  *out = std::move(comm);
+  return Status::Ok();
+}
+
+Status Communicator::init(const UniqueId& id, const std::string& name_space, int rank,
+                          int nranks) {
+  rank_ = rank;
+  nranks_ = nranks;
+  id_ = id;
+  name_space_ = name_space;
+  server_ = find_server(id.root);
+  wake_fd_.reset(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
+  if (!wake_fd_.valid()) return errno_error("eventfd", errno);
+  Deadline deadline = Deadline::after_ms(kTimeoutMs.get());
+  std::string where = "rank " + std::to_string(rank) + " of " + std::to_string(nranks);
+  CIUIC_RETURN_IF_ERROR(
+      StoreClient::connect(id, name_space, rank, nranks, deadline, &store_).prefix(where));
+
+  std::string why;
+  transport::TransportOptions options;
+  options.handshake_timeout_ms = kTimeoutMs.get();
+  CIUIC_RETURN_IF_ERROR(
+      transport::create_transport(kTransport.get(), options, &transport_, &why).prefix(where));
+  transport::DeviceProperties props;
+  CIUIC_RETURN_IF_ERROR(transport_->device_properties(0, &props).prefix(where));
+  CIUIC_RETURN_IF_ERROR(transport_->listen(0, &listener_).prefix(where));
+
+  std::vector<uint8_t> mine(transport::kHandleBytes + kHostNameBytes, 0);
+  std::memcpy(mine.data(), listener_->handle().bytes, transport::kHandleBytes);
+  gethostname(reinterpret_cast<char*>(mine.data() + transport::kHandleBytes), kHostNameBytes - 1);
+  std::vector<std::vector<uint8_t>> all;
+  CIUIC_RETURN_IF_ERROR(store_->allgather("listeners", mine, &all, deadline).prefix(where));
+  handles_.resize(static_cast<size_t>(nranks));
+  peer_names_.resize(static_cast<size_t>(nranks));
+  peers_.resize(static_cast<size_t>(nranks));
+  for (int r = 0; r < nranks; ++r) {
+    if (all[r].size() != mine.size())
+      return internal_error(where + ": malformed listener record from rank " + std::to_string(r));
+    std::memcpy(handles_[r].bytes, all[r].data(), transport::kHandleBytes);
+    std::string host(reinterpret_cast<const char*>(all[r].data() + transport::kHandleBytes));
+    peer_names_[r] = "rank " + std::to_string(r) + " on " + host;
+  }
+  CIUIC_LOG_INFO(log::kInit, "ciuic %d.%d.%d %s (%s): transport %s, device %s, %s",
+                 CIUIC_VERSION_MAJOR, CIUIC_VERSION_MINOR, CIUIC_VERSION_PATCH, where.c_str(),
+                 name_space.c_str(), transport_->name(), props.name.c_str(), why.c_str());
+  return Status::Ok();
+}
+
+Communicator::~Communicator() {
+  {
+    std::lock_guard<std::mutex> lock(queue_mutex_);
+    stopping_ = true;
+  }
+  queue_cv_.notify_all();
+  if (progress_thread_.joinable()) progress_thread_.join();
+  std::lock_guard<std::mutex> exec(exec_mutex_);
+  drive_queue(nullptr);  // operations still queued finish (or fail fast if broken)
+}
+
+transport::SendChannel* Communicator::send_channel(int peer) { return peers_[peer].send.get(); }
+transport::RecvChannel* Communicator::recv_channel(int peer) { return peers_[peer].recv.get(); }
+
+std::string Communicator::describe_peer(int peer) {
+  if (peer < 0 || peer >= nranks_) return "rank " + std::to_string(peer);
+  const Peer& p = peers_[peer];
+  std::string where = p.send ? p.send->peer_description() : "";
+  return peer_names_[peer] + (where.empty() ? "" : " (" + where + ")");
+}
+
+Status Communicator::connect_peers(const coll::Schedule& schedule, Deadline deadline) {
+  std::vector<bool> need_send(static_cast<size_t>(nranks_)), need_recv(static_cast<size_t>(nranks_));
+  for (const coll::Step& st : schedule.steps) {
+    if (st.kind == coll::StepKind::kSend) need_send[st.peer] = true;
+    if (st.kind == coll::StepKind::kRecv) need_recv[st.peer] = true;
+  }
+  int idle = 0;
+  for (;;) {
+    bool missing = false, progressed = false;
+    for (int p = 0; p < nranks_; ++p) {
+      Peer& peer = peers_[p];
+      if (!need_send[p] || (peer.send && peer.hello_sent)) continue;
+      missing = true;
+      if (!peer.send) {
+        if (!peer.connecting)
+          CIUIC_RETURN_IF_ERROR(transport_->connect(0, handles_[p], &peer.connecting)
+                                    .prefix("connecting to " + describe_peer(p)));
+        CIUIC_RETURN_IF_ERROR(
+            peer.connecting->progress(&peer.send).prefix("connecting to " + describe_peer(p)));
+        if (!peer.send) continue;
+        peer.connecting.reset();
+        progressed = true;
+      }
+      // The first message tells the accepting side who we are.
+      static thread_local uint32_t hello[2];
+      hello[0] = kHelloMagic;
+      hello[1] = static_cast<uint32_t>(rank_);
+      transport::Request* req = nullptr;
+      CIUIC_RETURN_IF_ERROR(peer.send->isend(hello, sizeof(hello), rank_, nullptr, &req)
+                                .prefix("greeting " + describe_peer(p)));
+      bool done = false;
+      while (req != nullptr && !done) {
+        CIUIC_RETURN_IF_ERROR(peer.send->test(req, &done, nullptr).prefix("greeting " + describe_peer(p)));
+        if (deadline.expired()) return timeout_error("greeting " + describe_peer(p) + " timed out");
+      }
+      peer.hello_sent = req != nullptr;
+    }
+    // Accept whoever is connecting, and learn who they are from their first message.
+    for (;;) {
+      std::unique_ptr<transport::RecvChannel> channel;
+      CIUIC_RETURN_IF_ERROR(listener_->accept(&channel).prefix("accepting a connection"));
+      if (!channel) break;
+      greetings_.push_back(Greeting{std::move(channel), nullptr, {0, 0}});
+      progressed = true;
+    }
+    for (size_t g = 0; g < greetings_.size();) {
+      Greeting& greet = greetings_[g];
+      if (greet.request == nullptr) {
+        void* data = greet.words;
+        size_t size = sizeof(greet.words);
+        int any_tag = transport::kAnyTag;  // the sender's tag is its rank, unknown here
+        transport::MemoryRegion* region = nullptr;
+        CIUIC_RETURN_IF_ERROR(greet.channel->irecv(1, &data, &size, &any_tag, &region, &greet.request));
+        if (greet.request == nullptr) { ++g; continue; }
+      }
+      bool done = false;
+      size_t got = 0;
+      Status s = greet.channel->test(greet.request, &done, &got);
+      if (!s.ok()) {
+        CIUIC_LOG_WARN(log::kNet, "dropping a connection that failed before greeting: %s",
+                       s.message().c_str());
+        greetings_.erase(greetings_.begin() + static_cast<long>(g));
+        continue;
+      }
+      if (!done) { ++g; continue; }
+      int from = static_cast<int>(greet.words[1]);
+      if (got != sizeof(greet.words) || greet.words[0] != kHelloMagic || from < 0 ||
+          from >= nranks_ || peers_[from].recv) {
+        CIUIC_LOG_WARN(log::kNet, "rank %d: dropping a connection with a bad greeting (from %d)",
+                       rank_, from);
+      } else {
+        peers_[from].recv = std::move(greet.channel);
+      }
+      greetings_.erase(greetings_.begin() + static_cast<long>(g));
+      progressed = true;
+    }
+    for (int p = 0; p < nranks_; ++p)
+      if (need_recv[p] && !peers_[p].recv) missing = true;
+    if (!missing) return Status::Ok();
+    if (aborted_.load()) return aborted_error("the communicator was aborted while connecting");
+    if (deadline.expired()) {
+      std::string who;
+      for (int p = 0; p < nranks_; ++p) {
+        if (need_send[p] && !peers_[p].send) who += " send to " + describe_peer(p) + ";";
+        if (need_recv[p] && !peers_[p].recv) who += " receive from " + describe_peer(p) + ";";
+      }
+      return timeout_error("rank " + std::to_string(rank_) + " could not connect within " +
+                           std::to_string(kTimeoutMs.get()) + " ms:" + who +
+                           " is that rank alive and reachable?");
+    }
+    if (progressed) {
+      idle = 0;
+      continue;
+    }
+    if (++idle < 16) continue;
+    std::vector<pollfd> fds;
+    listener_->collect_poll_fds(&fds);
+    for (const Peer& peer : peers_)
+      if (peer.connecting) peer.connecting->collect_poll_fds(&fds);
+    for (const Greeting& greet : greetings_) greet.channel->collect_poll_fds(&fds);
+    fds.push_back(pollfd{wake_fd_.get(), POLLIN, 0});
+    ::poll(fds.data(), fds.size(), deadline.poll_timeout_ms(50));
+  }
+}
+
+Status Communicator::schedule_for(const coll::CollectiveArgs& args,
+                                  std::shared_ptr<const coll::Schedule>* out) {
+  auto key = std::make_tuple(static_cast<int>(args.collective), args.count,
+                             static_cast<int>(args.datatype), static_cast<int>(args.op), args.root,
+                             args.peer, (args.in_place ? 1 : 0) | (args.in_place_mpi ? 2 : 0),
+                             static_cast<int>(args.chunk_bytes));
+  auto it = schedules_.find(key);
+  if (it != schedules_.end()) {
+    *out = it->second;
+    return Status::Ok();
+  }
+  auto schedule = std::make_shared<coll::Schedule>();
+  CIUIC_RETURN_IF_ERROR(coll::build_schedule(args, algorithm_for(args.collective), schedule.get()));
+  if (schedules_.size() >= 256) schedules_.clear();  // bounded: workloads repeat few shapes
+  schedules_.emplace(key, schedule);
+  *out = schedule;
+  return Status::Ok();
+}
+
+Status Communicator::execute(Operation& op) {
+  if (aborted_.load()) return aborted_error("the communicator was aborted");
+  if (broken_.load()) {
+    std::lock_guard<std::mutex> lock(error_mutex_);
+    return Status(first_error_.code(),
+                  "the communicator is unusable after an earlier error: " + first_error_.message());
+  }
+  std::shared_ptr<const coll::Schedule> schedule;
+  CIUIC_RETURN_IF_ERROR(schedule_for(op.args, &schedule));
+  const size_t elem = reduce::datatype_size(op.args.datatype);
+  std::string label = std::string(coll::collective_name(op.args.collective)) + " #" +
+                      std::to_string(op.seq) + " (" + schedule->algorithm + ", " +
+                      size_text(op.args.count * elem) + " " +
+                      reduce::datatype_name(op.args.datatype) + ")";
+  Deadline deadline = Deadline::after_ms(kTimeoutMs.get());
+  Status s = connect_peers(*schedule, deadline);
+  if (!s.ok()) {
+    s.prefix(label);
+    break_with(s);
+    return s;
+  }
+  if (scratch_.size() < schedule->scratch_bytes) scratch_.resize(schedule->scratch_bytes);
+  coll::Buffers buffers = op.buffers;
+  buffers.scratch = scratch_.data();
+  coll::ExecOptions options;
+  options.label = label;
+  options.deadline = deadline;
+  options.aborted = &aborted_;
+  options.wake_fd = wake_fd_.get();
+  options.max_in_flight = static_cast<int>(std::clamp<int64_t>(kMaxInFlight.get(), 1, transport::kMaxRequests));
+  options.spin_before_sleep = static_cast<int>(std::max<int64_t>(kSpinCount.get(), 0));
+  CIUIC_LOG_TRACE(log::kColl, "rank %d: %s starts, %zu steps", rank_, label.c_str(),
+                  schedule->steps.size());
+  s = coll::execute(*schedule, buffers, *this, options);
+  if (!s.ok()) break_with(s);
+  return s;
+}
+
+void Communicator::break_with(const Status& error) {
+  {
+    std::lock_guard<std::mutex> lock(error_mutex_);
+    if (!broken_.load()) first_error_ = error;
+    broken_.store(true);
+  }
+  CIUIC_LOG_WARN(log::kColl, "rank %d: %s", rank_, error.message().c_str());
+  // Tell every connected peer, so an error travels to ranks that never talked to the
+  // culprit instead of leaving them to time out.
+  std::string reason = "rank " + std::to_string(rank_) + " failed: " + error.message();
+  for (Peer& p : peers_) {
+    if (p.send) p.send->abort(reason);
+    if (p.recv) p.recv->abort(reason);
+  }
+}
+
+void Communicator::finish(Operation& op, Status result) {
+  std::lock_guard<std::mutex> lock(op.mutex);
+  op.result = std::move(result);
+  op.finished = true;
+  op.cv.notify_all();
+}
+
+void Communicator::drive_queue(Operation* until) {
+  for (;;) {
+    std::shared_ptr<Operation> op;
+    {
+      std::lock_guard<std::mutex> lock(queue_mutex_);
+      if (queue_.empty()) return;
+      op = queue_.front();
+    }
+    Status s = execute(*op);
+    {
+      std::lock_guard<std::mutex> lock(queue_mutex_);
+      queue_.pop_front();
+    }
+    finish(*op, std::move(s));
+    if (op.get() == until) return;
+  }
+}
+
+void Communicator::progress_loop() {
+  for (;;) {
+    {
+      std::unique_lock<std::mutex> lock(queue_mutex_);
+      queue_cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+      if (queue_.empty() && stopping_) return;
+    }
+    std::lock_guard<std::mutex> exec(exec_mutex_);
+    drive_queue(nullptr);
+  }
+}
+
+Status Communicator::submit(const coll::CollectiveArgs& args, const coll::Buffers& buffers,
+                            std::shared_ptr<Operation>* out) {
+  CIUIC_RETURN_IF_ERROR(enqueue(args, buffers, out));
+  std::lock_guard<std::mutex> lock(queue_mutex_);
+  if (!progress_thread_.joinable()) progress_thread_ = std::thread([this] { progress_loop(); });
+  queue_cv_.notify_all();
+  return Status::Ok();
+}
+
+Status Communicator::enqueue(const coll::CollectiveArgs& args, const coll::Buffers& buffers,
+                             std::shared_ptr<Operation>* out) {
+  auto op = std::make_shared<Operation>();
+  op->args = args;
+  op->args.chunk_bytes = static_cast<size_t>(std::max<int64_t>(kChunkBytes.get(), 64));
+  op->args.scratch_slots = static_cast<int>(std::clamp<int64_t>(kScratchSlots.get(), 2, 1024));
+  op->buffers = buffers;
+  {
+    std::lock_guard<std::mutex> lock(queue_mutex_);
+    if (stopping_) return invalid_argument("the communicator is being destroyed");
+    op->seq = next_seq_++;
+    queue_.push_back(op);
+  }
+  *out = op;
+  return Status::Ok();
+}
+
+Status Communicator::wait(const std::shared_ptr<Operation>& op) {
+  for (;;) {
+    {
+      std::unique_lock<std::mutex> lock(op->mutex);
+      if (op->finished) return op->result;
+    }
+    std::unique_lock<std::mutex> exec(exec_mutex_, std::try_to_lock);
+    if (exec.owns_lock()) {
+      drive_queue(op.get());
+      continue;
+    }
+    // The progress thread is driving: it finishes this operation within its deadline.
+    std::unique_lock<std::mutex> lock(op->mutex);
+    op->cv.wait_for(lock, std::chrono::milliseconds(50), [&] { return op->finished; });
+  }
+}
+
+Status Communicator::run(const coll::CollectiveArgs& args, const coll::Buffers& buffers) {
+  std::shared_ptr<Operation> op;
+  CIUIC_RETURN_IF_ERROR(enqueue(args, buffers, &op));
+  return wait(op);
+}
+
+Status Communicator::split(int color, int key, std::unique_ptr<Communicator>* out) {
+  out->reset();
+  std::lock_guard<std::mutex> exec(exec_mutex_);
+  drive_queue(nullptr);  // a split is ordered after everything issued before it
+  if (broken_.load() || aborted_.load())
+    return aborted_error("cannot split a communicator that failed or was aborted");
+  uint64_t seq = ++split_count_;
+  std::vector<uint8_t> mine(12);
+  int32_t words[3] = {color, key, rank_};
+  std::memcpy(mine.data(), words, sizeof(words));
+  std::vector<std::vector<uint8_t>> all;
+  Deadline deadline = Deadline::after_ms(kTimeoutMs.get());
+  CIUIC_RETURN_IF_ERROR(store_->allgather("split/" + std::to_string(seq), mine, &all, deadline)
+                            .prefix("split on rank " + std::to_string(rank_)));
+  if (color < 0) return Status::Ok();
+  std::vector<std::pair<int, int>> members;  // (key, old rank)
+  for (const auto& rec : all) {
+    int32_t w[3];
+    if (rec.size() != sizeof(w)) return internal_error("malformed split record");
+    std::memcpy(w, rec.data(), sizeof(w));
+    if (w[0] == color) members.emplace_back(w[1], w[2]);
+  }
+  std::sort(members.begin(), members.end());
+  int new_rank = 0;
+  for (size_t i = 0; i < members.size(); ++i)
+    if (members[i].second == rank_) new_rank = static_cast<int>(i);
+  std::string ns = name_space_ + "/split" + std::to_string(seq) + "/color" + std::to_string(color);
+  return create(id_, ns, new_rank, static_cast<int>(members.size()), out);
+}
+
+void Communicator::abort() {
+  aborted_.store(true);
+  uint64_t one = 1;
+  if (wake_fd_.valid()) (void)!::write(wake_fd_.get(), &one, sizeof(one));
+  queue_cv_.notify_all();
+  std::unique_lock<std::mutex> exec(exec_mutex_, std::try_to_lock);
+  // Nobody is driving: tell the peers now. Otherwise the driver sees the flag at its next
+  // iteration (the wake fd interrupts its poll) and does it.
+  if (exec.owns_lock()) break_with(aborted_error("rank " + std::to_string(rank_) + " aborted the communicator"));
+}
+
+}  // namespace ciuic::core

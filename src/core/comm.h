@@ -1,0 +1,134 @@
+// The communicator: a group of ranks, their connections, and the queue of operations
+// that run on them in issue order.
+//
+// Connections are made lazily: at init every rank publishes its transport listener's
+// handle through the bootstrap store; the first operation that needs a peer connects to
+// it (and accepts from it), so init costs one allgather at any scale.
+//
+// Operations run either on the caller's thread (blocking calls, when nothing is queued)
+// or on the communicator's progress thread (non-blocking calls), one at a time, in order.
+// An operation that fails breaks the communicator: peers are told why (so the error
+// travels around the ring naming the original culprit) and later calls fail at once.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <tuple>
+#include <vector>
+
+#include "base/net.h"
+#include "base/status.h"
+#include "coll/executor.h"
+#include "coll/schedule.h"
+#include "core/bootstrap.h"
+#include "transports/transport.h"
+
+namespace ciuic::core {
+
+class Communicator;
+
+// One queued operation; shared between the issuer (request) and the driver.
+struct Operation {
+  coll::CollectiveArgs args;
+  coll::Buffers buffers;
+  uint64_t seq = 0;
+  std::mutex mutex;
+  std::condition_variable cv;
+  bool finished = false;
+  Status result;
+};
+
+class Communicator final : public coll::PeerLinks {
+ public:
+  // Joins `nranks` ranks sharing `id` and `name_space` (one namespace per communicator).
+  static Status create(const UniqueId& id, const std::string& name_space, int rank, int nranks,
+                       std::unique_ptr<Communicator>* out);
+  ~Communicator() override;
+
+  int rank() const { return rank_; }
+  int nranks() const { return nranks_; }
+
+  // Runs one operation to completion on the calling thread (after any queued ones).
+  Status run(const coll::CollectiveArgs& args, const coll::Buffers& buffers);
+  // Queues one operation for the progress thread (started on first use).
+  Status submit(const coll::CollectiveArgs& args, const coll::Buffers& buffers,
+                std::shared_ptr<Operation>* out);
+  // Waits for a queued operation (never past its deadline plus the queue ahead of it).
+  Status wait(const std::shared_ptr<Operation>& op);
+
+  Status split(int color, int key, std::unique_ptr<Communicator>* out);
+  // Any thread, never blocks on peers or on a stuck thread.
+  void abort();
+
+  // PeerLinks
+  transport::SendChannel* send_channel(int peer) override;
+  transport::RecvChannel* recv_channel(int peer) override;
+  std::string describe_peer(int peer) override;
+
+ private:
+  Communicator() = default;
+  Status init(const UniqueId& id, const std::string& name_space, int rank, int nranks);
+  Status enqueue(const coll::CollectiveArgs& args, const coll::Buffers& buffers,
+                 std::shared_ptr<Operation>* out);
+  Status execute(Operation& op);
+  Status connect_peers(const coll::Schedule& schedule, Deadline deadline);
+  Status schedule_for(const coll::CollectiveArgs& args, std::shared_ptr<const coll::Schedule>* out);
+  void drive_queue(Operation* until);  // runs queued ops in order; caller holds exec_mutex_
+  void progress_loop();
+  void break_with(const Status& error);
+  void finish(Operation& op, Status result);
+
+  int rank_ = 0;
+  int nranks_ = 1;
+  UniqueId id_;
+  std::string name_space_;
+  uint64_t split_count_ = 0;
+  std::shared_ptr<StoreServer> server_;  // held by the process that serves the store
+  std::unique_ptr<StoreClient> store_;
+
+  std::unique_ptr<transport::Transport> transport_;
+  std::unique_ptr<transport::Listener> listener_;
+  std::vector<transport::ConnectHandle> handles_;
+  std::vector<std::string> peer_names_;  // "rank 2 (127.0.0.1:4000)"
+  struct Peer {
+    std::unique_ptr<transport::Connector> connecting;
+    std::unique_ptr<transport::SendChannel> send;
+    std::unique_ptr<transport::RecvChannel> recv;
+    bool hello_sent = false;
+  };
+  std::vector<Peer> peers_;
+  // Accepted channels whose first message (the sender's rank) has not arrived yet.
+  struct Greeting {
+    std::unique_ptr<transport::RecvChannel> channel;
+    transport::Request* request = nullptr;
+    uint32_t words[2] = {0, 0};
+  };
+  std::vector<Greeting> greetings_;
+
+  std::map<std::tuple<int, size_t, int, int, int, int, int, int>,
+           std::shared_ptr<const coll::Schedule>>
+      schedules_;
+  std::vector<char> scratch_;
+  uint64_t next_seq_ = 1;
+
+  std::mutex exec_mutex_;  // held by whoever drives operations
+  std::mutex queue_mutex_;
+  std::condition_variable queue_cv_;
+  std::deque<std::shared_ptr<Operation>> queue_;
+  std::thread progress_thread_;
+  bool stopping_ = false;
+
+  std::atomic<bool> aborted_{false};
+  std::atomic<bool> broken_{false};
+  std::mutex error_mutex_;
+  Status first_error_;
+  net::Fd wake_fd_;  // eventfd: abort() wakes a driver sleeping in poll()
+};
+
+}  // namespace ciuic::core
