@@ -27,12 +27,12 @@ std::vector<Range> chunks_of(Range range, size_t chunk_bytes, size_t elem_size) 
 
 BufferRange ScratchPool::acquire(std::vector<uint32_t>* deps) {
   if (free_.empty() || slots_ < static_cast<size_t>(min_slots_)) {
-    return BufferRange{Buffer::kScratch, base_ + slot_bytes_ * slots_++};
+    return BufferRange{Buffer::kScratch, 0, base_ + slot_bytes_ * slots_++};
   }
   Free f = free_.front();
   free_.pop_front();
   deps->push_back(f.last_reader);
-  return BufferRange{Buffer::kScratch, f.offset};
+  return BufferRange{Buffer::kScratch, 0, f.offset};
 }
 
 void ScratchPool::release(BufferRange slot, uint32_t step) {

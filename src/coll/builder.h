@@ -97,6 +97,6 @@ inline Step average_step(BufferRange dst, size_t bytes) {
   s.bytes = bytes;
   return s;
 }
-inline BufferRange at(Buffer b, size_t offset) { return BufferRange{b, offset}; }
+inline BufferRange at(Buffer b, size_t offset) { return BufferRange{b, 0, offset}; }
 
 }  // namespace ciuic::coll

@@ -36,17 +36,18 @@ struct PeerState {
 
 class Run {
  public:
-  Run(const Schedule& s, const Buffers& b, PeerLinks& links, const ExecOptions& o)
+  Run(const Schedule& s, const std::vector<Buffers>& b, PeerLinks& links, const ExecOptions& o)
       : s_(s), b_(b), links_(links), o_(o) {}
 
   Status go();
 
  private:
   char* address(const BufferRange& r) const {
+    const Buffers& b = b_[r.set];
     switch (r.buffer) {
-      case Buffer::kSend: return const_cast<char*>(static_cast<const char*>(b_.send)) + r.offset;
-      case Buffer::kRecv: return static_cast<char*>(b_.recv) + r.offset;
-      case Buffer::kScratch: return static_cast<char*>(b_.scratch) + r.offset;
+      case Buffer::kSend: return const_cast<char*>(static_cast<const char*>(b.send)) + r.offset;
+      case Buffer::kRecv: return static_cast<char*>(b.recv) + r.offset;
+      case Buffer::kScratch: return static_cast<char*>(b_[0].scratch) + r.offset;
     }
     return nullptr;
   }
@@ -59,7 +60,7 @@ class Run {
   std::string waiting_on() const;
 
   const Schedule& s_;
-  const Buffers& b_;
+  const std::vector<Buffers>& b_;
   PeerLinks& links_;
   const ExecOptions& o_;
   std::vector<uint32_t> missing_;               // unfinished dependencies per step
@@ -259,7 +260,7 @@ Status Run::go() {
 
 }  // namespace
 
-Status execute(const Schedule& schedule, const Buffers& buffers, PeerLinks& links,
+Status execute(const Schedule& schedule, const std::vector<Buffers>& buffers, PeerLinks& links,
                const ExecOptions& options) {
   Run run(schedule, buffers, links, options);
   return run.go();

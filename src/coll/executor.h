@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <string>
+#include <vector>
 
 #include "base/clock.h"
 #include "base/status.h"
@@ -39,7 +40,8 @@ struct Buffers {
   void* scratch = nullptr;
 };
 
-Status execute(const Schedule& schedule, const Buffers& buffers, PeerLinks& links,
+// buffers[i] backs the steps whose BufferRange::set is i; the scratch of set 0 serves all.
+Status execute(const Schedule& schedule, const std::vector<Buffers>& buffers, PeerLinks& links,
                const ExecOptions& options);
 
 }  // namespace ciuic::coll

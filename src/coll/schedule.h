@@ -20,6 +20,7 @@ enum class Buffer : uint8_t { kSend = 0, kRecv = 1, kScratch = 2 };
 
 struct BufferRange {
   Buffer buffer = Buffer::kRecv;
+  uint16_t set = 0;   // whose buffers: point-to-point operations run as one group
   size_t offset = 0;  // bytes
 };
 

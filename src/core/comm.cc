@@ -60,6 +60,10 @@ std::string algorithm_for(coll::Collective c) {
   return "";  // a global name applies only where that algorithm exists
 }
 
+bool point_to_point(const coll::CollectiveArgs& a) {
+  return a.collective == coll::Collective::kSend || a.collective == coll::Collective::kRecv;
+}
+
 std::string size_text(size_t bytes) {
   if (bytes >= (1u << 20) && bytes % (1u << 20) == 0) return std::to_string(bytes >> 20) + " MiB";
   if (bytes >= 1024 && bytes % 1024 == 0) return std::to_string(bytes >> 10) + " KiB";
@@ -124,6 +128,7 @@ Communicator::~Communicator() {
   {
     std::lock_guard<std::mutex> lock(queue_mutex_);
     stopping_ = true;
+    started_upto_seq_ = next_seq_;  // everything still queued runs (or fails fast) now
   }
   queue_cv_.notify_all();
   if (progress_thread_.joinable()) progress_thread_.join();
@@ -265,20 +270,43 @@ Status Communicator::schedule_for(const coll::CollectiveArgs& args,
   return Status::Ok();
 }
 
-Status Communicator::execute(Operation& op) {
+Status Communicator::execute(const std::vector<std::shared_ptr<Operation>>& ops) {
   if (aborted_.load()) return aborted_error("the communicator was aborted");
   if (broken_.load()) {
     std::lock_guard<std::mutex> lock(error_mutex_);
     return Status(first_error_.code(),
                   "the communicator is unusable after an earlier error: " + first_error_.message());
   }
+  const Operation& first = *ops.front();
   std::shared_ptr<const coll::Schedule> schedule;
-  CIUIC_RETURN_IF_ERROR(schedule_for(op.args, &schedule));
-  const size_t elem = reduce::datatype_size(op.args.datatype);
-  std::string label = std::string(coll::collective_name(op.args.collective)) + " #" +
-                      std::to_string(op.seq) + " (" + schedule->algorithm + ", " +
-                      size_text(op.args.count * elem) + " " +
-                      reduce::datatype_name(op.args.datatype) + ")";
+  CIUIC_RETURN_IF_ERROR(schedule_for(first.args, &schedule));
+  std::vector<coll::Buffers> buffers{first.buffers};
+  const size_t elem = reduce::datatype_size(first.args.datatype);
+  std::string label = std::string(coll::collective_name(first.args.collective)) + " #" +
+                      std::to_string(first.seq) + " (" + schedule->algorithm + ", " +
+                      size_text(first.args.count * elem) + " " +
+                      reduce::datatype_name(first.args.datatype) + ")";
+  if (ops.size() > 1) {
+    // One schedule for the whole group: each op's steps, pointing at its own buffers.
+    auto group = std::make_shared<coll::Schedule>(*schedule);
+    group->algorithm = "group";
+    for (size_t i = 1; i < ops.size(); ++i) {
+      std::shared_ptr<const coll::Schedule> one;
+      CIUIC_RETURN_IF_ERROR(schedule_for(ops[i]->args, &one));
+      const auto base = static_cast<uint32_t>(group->steps.size());
+      for (coll::Step step : one->steps) {
+        step.src.set = step.dst.set = step.src2.set = static_cast<uint16_t>(i);
+        std::vector<uint32_t> deps(one->deps.begin() + step.dep_begin,
+                                   one->deps.begin() + step.dep_begin + step.dep_count);
+        for (auto& d : deps) d += base;
+        group->add(step, deps);
+      }
+      buffers.push_back(ops[i]->buffers);
+    }
+    schedule = group;
+    label = "group of " + std::to_string(ops.size()) + " send/recv #" + std::to_string(first.seq) +
+            "-#" + std::to_string(ops.back()->seq);
+  }
   Deadline deadline = Deadline::after_ms(kTimeoutMs.get());
   Status s = connect_peers(*schedule, deadline);
   if (!s.ok()) {
@@ -287,8 +315,7 @@ Status Communicator::execute(Operation& op) {
     return s;
   }
   if (scratch_.size() < schedule->scratch_bytes) scratch_.resize(schedule->scratch_bytes);
-  coll::Buffers buffers = op.buffers;
-  buffers.scratch = scratch_.data();
+  buffers[0].scratch = scratch_.data();
   coll::ExecOptions options;
   options.label = label;
   options.deadline = deadline;
@@ -328,19 +355,29 @@ void Communicator::finish(Operation& op, Status result) {
 
 void Communicator::drive_queue(Operation* until) {
   for (;;) {
-    std::shared_ptr<Operation> op;
+    std::vector<std::shared_ptr<Operation>> group;
     {
       std::lock_guard<std::mutex> lock(queue_mutex_);
       if (queue_.empty()) return;
-      op = queue_.front();
+      const auto& head = queue_.front();
+      if (until == nullptr && point_to_point(head->args) && head->seq > started_upto_seq_) return;
+      group.push_back(head);
+      for (size_t i = 1; i < queue_.size() && point_to_point(head->args) &&
+                         point_to_point(queue_[i]->args);
+           ++i)
+        group.push_back(queue_[i]);
     }
-    Status s = execute(*op);
+    Status s = execute(group);
     {
       std::lock_guard<std::mutex> lock(queue_mutex_);
-      queue_.pop_front();
+      queue_.erase(queue_.begin(), queue_.begin() + static_cast<long>(group.size()));
     }
-    finish(*op, std::move(s));
-    if (op.get() == until) return;
+    bool reached = false;
+    for (auto& op : group) {
+      finish(*op, s);
+      reached = reached || op.get() == until;
+    }
+    if (reached) return;
   }
 }
 
@@ -348,8 +385,11 @@ void Communicator::progress_loop() {
   for (;;) {
     {
       std::unique_lock<std::mutex> lock(queue_mutex_);
-      queue_cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
-      if (queue_.empty() && stopping_) return;
+      queue_cv_.wait(lock, [&] {
+        return stopping_ || (!queue_.empty() && (!point_to_point(queue_.front()->args) ||
+                                                 queue_.front()->seq <= started_upto_seq_));
+      });
+      if (stopping_) return;  // the destructor drains what is left
     }
     std::lock_guard<std::mutex> exec(exec_mutex_);
     drive_queue(nullptr);
@@ -359,10 +399,15 @@ void Communicator::progress_loop() {
 Status Communicator::submit(const coll::CollectiveArgs& args, const coll::Buffers& buffers,
                             std::shared_ptr<Operation>* out) {
   CIUIC_RETURN_IF_ERROR(enqueue(args, buffers, out));
+  if (!point_to_point(args)) kick(*out);  // a collective starts everything before it too
+  return Status::Ok();
+}
+
+void Communicator::kick(const std::shared_ptr<Operation>& op) {
   std::lock_guard<std::mutex> lock(queue_mutex_);
+  started_upto_seq_ = std::max(started_upto_seq_, op->seq);
   if (!progress_thread_.joinable()) progress_thread_ = std::thread([this] { progress_loop(); });
   queue_cv_.notify_all();
-  return Status::Ok();
 }
 
 Status Communicator::enqueue(const coll::CollectiveArgs& args, const coll::Buffers& buffers,
@@ -393,7 +438,8 @@ Status Communicator::wait(const std::shared_ptr<Operation>& op) {
       drive_queue(op.get());
       continue;
     }
-    // The progress thread is driving: it finishes this operation within its deadline.
+    // The progress thread is driving: let it go on to this operation.
+    kick(op);
     std::unique_lock<std::mutex> lock(op->mutex);
     op->cv.wait_for(lock, std::chrono::milliseconds(50), [&] { return op->finished; });
   }

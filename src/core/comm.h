@@ -61,6 +61,8 @@ class Communicator final : public coll::PeerLinks {
                 std::shared_ptr<Operation>* out);
   // Waits for a queued operation (never past its deadline plus the queue ahead of it).
   Status wait(const std::shared_ptr<Operation>& op);
+  // Lets the progress thread start everything up to `op` (used by ciuic_test).
+  void kick(const std::shared_ptr<Operation>& op);
 
   Status split(int color, int key, std::unique_ptr<Communicator>* out);
   // Any thread, never blocks on peers or on a stuck thread.
@@ -76,10 +78,14 @@ class Communicator final : public coll::PeerLinks {
   Status init(const UniqueId& id, const std::string& name_space, int rank, int nranks);
   Status enqueue(const coll::CollectiveArgs& args, const coll::Buffers& buffers,
                  std::shared_ptr<Operation>* out);
-  Status execute(Operation& op);
+  // Runs ops[0] (a collective), or several point-to-point ops as one group so that an
+  // isend/irecv pair progresses together.
+  Status execute(const std::vector<std::shared_ptr<Operation>>& ops);
   Status connect_peers(const coll::Schedule& schedule, Deadline deadline);
   Status schedule_for(const coll::CollectiveArgs& args, std::shared_ptr<const coll::Schedule>* out);
-  void drive_queue(Operation* until);  // runs queued ops in order; caller holds exec_mutex_
+  // Runs queued ops in order until `until` finished (nullptr: until the queue is empty,
+  // stopping at point-to-point ops nobody asked to start yet). Caller holds exec_mutex_.
+  void drive_queue(Operation* until);
   void progress_loop();
   void break_with(const Status& error);
   void finish(Operation& op, Status result);
@@ -123,6 +129,9 @@ class Communicator final : public coll::PeerLinks {
   std::deque<std::shared_ptr<Operation>> queue_;
   std::thread progress_thread_;
   bool stopping_ = false;
+  // Point-to-point ops wait in the queue until something needs them (a wait, a test, a
+  // later collective), so that an isend and the irecv issued after it start together.
+  uint64_t started_upto_seq_ = 0;
 
   std::atomic<bool> aborted_{false};
   std::atomic<bool> broken_{false};
