@@ -48,6 +48,8 @@ class StoreServer {
 // process takes them over (or the process exits).
 void adopt_server(std::shared_ptr<StoreServer> server);
 std::shared_ptr<StoreServer> find_server(const net::SocketAddress& address);
+// Drops the table's reference (the server stops once no communicator holds it either).
+void forget_server(const net::SocketAddress& address);
 
 // One rank's connection to the store, scoped to a namespace (one per communicator):
 // ranks of different namespaces never see each other's data.
