@@ -99,12 +99,7 @@ Status init_env(ciuic_comm_t* comm) {
                    "characters shared by all ranks to keep strangers out",
                    info.source.c_str());
   }
-  if (info.rank == 0 && !core::find_server(info.id.root)) {
-    std::shared_ptr<core::StoreServer> server;
-    CIUIC_RETURN_IF_ERROR(core::StoreServer::start(info.id.root, info.id.secret, &server)
-                              .prefix("rank 0 serving the bootstrap at " + info.id.root.to_string()));
-    core::adopt_server(server);
-  }
+  CIUIC_RETURN_IF_ERROR(core::serve_root_if_rank0(info));
   CIUIC_LOG_INFO(log::kBoot, "rank %d of %d from %s, root %s", info.rank, info.nranks,
                  info.source.c_str(), info.id.root.to_string().c_str());
   return make_comm(info.id, info.nranks, info.rank, comm);

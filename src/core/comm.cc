@@ -72,6 +72,17 @@ std::string size_text(size_t bytes) {
 
 }  // namespace
 
+std::string configured_transport() { return kTransport.get(); }
+
+Status serve_root_if_rank0(const LaunchInfo& info) {
+  if (info.rank != 0 || find_server(info.id.root)) return Status::Ok();
+  std::shared_ptr<StoreServer> server;
+  CIUIC_RETURN_IF_ERROR(StoreServer::start(info.id.root, info.id.secret, &server)
+                            .prefix("rank 0 serving the bootstrap at " + info.id.root.to_string()));
+  adopt_server(server);
+  return Status::Ok();
+}
+
 Status Communicator::create(const UniqueId& id, const std::string& name_space, int rank,
                             int nranks, std::unique_ptr<Communicator>* out) {
   std::unique_ptr<Communicator> comm(new Communicator());

@@ -33,6 +33,12 @@ namespace ciuic::core {
 
 class Communicator;
 
+// Under a launcher, rank 0 serves the bootstrap store at the root address (once per
+// process); every other rank does nothing here.
+Status serve_root_if_rank0(const LaunchInfo& info);
+// The transport communicators use (CIUIC_TRANSPORT).
+std::string configured_transport();
+
 // One queued operation; shared between the issuer (request) and the driver.
 struct Operation {
   coll::CollectiveArgs args;

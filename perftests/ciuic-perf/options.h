@@ -1,0 +1,45 @@
+// ciuic-perf's command line: nccl-tests' flags for collectives, perftest-like ones for
+// transports.
+#pragma once
+
+#include <cstddef>
+#include <string>
+#include <vector>
+
+#include "ciuic/ciuic.h"
+
+namespace ciuic::perf {
+
+struct Options {
+  std::string command;           // allreduce, allgather, ..., transport
+  std::string transport_mode;    // transport: bw | lat
+  size_t min_bytes = 8;          // -b
+  size_t max_bytes = 128 << 20;  // -e
+  size_t step_factor = 2;        // -f
+  int iters = 20;                // -n
+  int warmup = 5;                // -w
+  int check = 1;                 // -c
+  ciuic_datatype_t datatype = CIUIC_FLOAT32;  // -d
+  ciuic_op_t op = CIUIC_SUM;     // -o
+  int root = 0;                  // -r
+  int nranks = 4;                // -N: ranks to spawn when no launcher started us
+  std::string transport;         // --transport (CIUIC_TRANSPORT for the spawned ranks)
+  std::string algo;              // --algo (CIUIC_ALGO)
+  std::string json_path;         // --json FILE
+  bool print_config = false;     // --print-config
+  bool help = false;
+  bool dump_schedule = false;    // --dump-schedule
+};
+
+// Parses argv; false with *error set on bad usage.
+bool parse_options(int argc, char** argv, Options* out, std::string* error);
+std::string usage();
+// "1K" -> 1024, nccl-tests style.
+bool parse_size(const std::string& text, size_t* out);
+
+// Collectives benchmark, run by every rank.
+int run_collective_bench(const Options& options);
+// Transport benchmark between two ranks.
+int run_transport_bench(const Options& options);
+
+}  // namespace ciuic::perf
