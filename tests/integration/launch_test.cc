@@ -1,6 +1,9 @@
 // The local launcher: run_local directly, and the ciuic-run program as a user runs it.
 // The ranks are `sh -c` scripts, so nothing here needs the collectives.
 
+#include "launch.h"
+
+#include <gtest/gtest.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/wait.h>
@@ -16,10 +19,7 @@
 #include <thread>
 #include <vector>
 
-#include <gtest/gtest.h>
-
 #include "base/config.h"
-#include "launch.h"
 
 namespace ciuic::launch {
 namespace {
@@ -190,10 +190,11 @@ std::string ciuic_run_path() {
   return ::access(path.c_str(), X_OK) == 0 ? path : "";
 }
 
-#define REQUIRE_CIUIC_RUN(var)                                                        \
-  const std::string var = ciuic_run_path();                                           \
-  if (var.empty()) GTEST_SKIP() << "ciuic-run not found: CIUIC_BUILD_DIR is unset or " \
-                                   "the program is not built"
+#define REQUIRE_CIUIC_RUN(var)                                        \
+  const std::string var = ciuic_run_path();                           \
+  if (var.empty())                                                    \
+  GTEST_SKIP() << "ciuic-run not found: CIUIC_BUILD_DIR is unset or " \
+                  "the program is not built"
 
 struct Outcome {
   int exit_code = -1;
@@ -223,10 +224,11 @@ std::vector<std::string> lines_of(const std::string& text) {
 
 TEST(CiuicRun, TagsEveryLineWithItsRank) {
   REQUIRE_CIUIC_RUN(program);
-  Outcome outcome = run_command(
-      program + " -n 3 --tag-output -- sh -c "
-                "'echo \"hello from $CIUIC_RANK\"; echo \"to stderr $CIUIC_RANK\" >&2; "
-                "printf \"unterminated $CIUIC_RANK\"'");
+  Outcome outcome =
+      run_command(program +
+                  " -n 3 --tag-output -- sh -c "
+                  "'echo \"hello from $CIUIC_RANK\"; echo \"to stderr $CIUIC_RANK\" >&2; "
+                  "printf \"unterminated $CIUIC_RANK\"'");
   ASSERT_EQ(outcome.exit_code, 0) << outcome.output;
   std::multiset<std::string> lines;
   for (const std::string& line : lines_of(outcome.output)) lines.insert(line);
@@ -247,9 +249,8 @@ TEST(CiuicRun, ExitCodeIsTheFirstFailure) {
   EXPECT_NE(outcome.output.find("rank 1 (pid"), std::string::npos) << outcome.output;
   EXPECT_NE(outcome.output.find("exited with status 7"), std::string::npos) << outcome.output;
 
-  EXPECT_EQ(run_command(program + " -n 2 -x GREETING=hi -- sh -c '[ \"$GREETING\" = hi ]'")
-                .exit_code,
-            0);
+  EXPECT_EQ(
+      run_command(program + " -n 2 -x GREETING=hi -- sh -c '[ \"$GREETING\" = hi ]'").exit_code, 0);
 }
 
 TEST(CiuicRun, MissingProgramExits127) {

@@ -48,8 +48,8 @@ std::string env_name(const std::string& entry) { return entry.substr(0, entry.fi
 
 Status validate(const LaunchOptions& options) {
   if (options.nranks < 1) {
-    return invalid_argument("rank count must be at least 1 (got " +
-                            std::to_string(options.nranks) + ")");
+    return invalid_argument("rank count must be at least 1 (got " + std::to_string(options.nranks) +
+                            ")");
   }
   if (options.argv.empty() || options.argv[0].empty()) {
     return invalid_argument("no program to run: give the program and its arguments");
@@ -129,7 +129,8 @@ std::vector<char*> c_strings(std::vector<std::string>& strings) {
 }
 
 std::string describe_exit(const Rank& rank, int wait_status) {
-  std::string who = "rank " + std::to_string(rank.index) + " (pid " + std::to_string(rank.pid) + ")";
+  std::string who =
+      "rank " + std::to_string(rank.index) + " (pid " + std::to_string(rank.pid) + ")";
   if (WIFSIGNALED(wait_status)) {
     return who + " killed by " + internal::signal_name(WTERMSIG(wait_status)) +
            (WCOREDUMP(wait_status) ? " (core dumped)" : "");
@@ -147,7 +148,7 @@ int exit_code_of(int wait_status) {
 struct ChildPlan {
   char** argv;
   char** envp;
-  pid_t group;        // 0: become the group leader
+  pid_t group;  // 0: become the group leader
   pid_t parent;
   int stdout_fd = -1;  // write ends of the tagging pipes, or -1
   int stderr_fd = -1;
@@ -191,7 +192,10 @@ int wait_exec_report(int report_fd, int rank) {
 class Launch {
  public:
   Launch(const LaunchOptions& options, LaunchResult* result) : options_(options), result_(result) {}
-  ~Launch() { kill_all(SIGKILL); reap(/*blocking=*/true); }
+  ~Launch() {
+    kill_all(SIGKILL);
+    reap(/*blocking=*/true);
+  }
 
   Status start();
   void run();
@@ -252,8 +256,8 @@ Status Launch::spawn(int index, std::vector<std::string> env) {
     ::fcntl(out_write.get(), F_SETFL, 0);
     ::fcntl(err_write.get(), F_SETFL, 0);
   }
-  ChildPlan plan{argv.data(), envp.data(), group_, ::getpid(), out_write.get(), err_write.get(),
-                 report_write.get()};
+  ChildPlan plan{argv.data(),     envp.data(),       group_, ::getpid(), out_write.get(),
+                 err_write.get(), report_write.get()};
   pid_t pid = ::fork();
   if (pid < 0) return errno_error("fork for rank " + std::to_string(index), errno);
   if (pid == 0) run_child(plan);
@@ -270,8 +274,8 @@ Status Launch::spawn(int index, std::vector<std::string> env) {
   }
   int exec_errno = wait_exec_report(report_read.get(), index);
   if (exec_errno != 0) {
-    fail("rank " + std::to_string(index) + " (pid " + std::to_string(pid) +
-             "): cannot execute '" + options_.argv[0] + "': " + std::strerror(exec_errno) +
+    fail("rank " + std::to_string(index) + " (pid " + std::to_string(pid) + "): cannot execute '" +
+             options_.argv[0] + "': " + std::strerror(exec_errno) +
              " (check the path, that the file is executable, and PATH)",
          127);
     // It is about to exit 127; reap it here so it is not reported twice.

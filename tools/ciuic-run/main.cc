@@ -97,8 +97,8 @@ int main(int argc, char** argv) {
       options.grace_ms = static_cast<int>(number);
     } else if (name == "--timeout-ms") {
       if (!parse_count(value, 1, &number)) {
-        return usage_error("--timeout-ms needs a positive number of milliseconds, got '" +
-                           value + "'");
+        return usage_error("--timeout-ms needs a positive number of milliseconds, got '" + value +
+                           "'");
       }
       options.timeout_ms = number;
     } else if (name == "--root-host") {
