@@ -1,0 +1,161 @@
+// Striped TCP channels: one logical, unidirectional channel over S sockets ("stripes").
+//
+// Stripe 0 carries a 16-byte frame header before every message and that message's first
+// piece; stripe k carries piece k of each message large enough to be split (tcp_wire.h).
+// Each stripe is an ordered stream, so both sides walk the message list per stripe with
+// a cursor and no per-piece framing is needed. Payload moves straight between the
+// user's buffers and the kernel (sendmsg / recv), never through a staging copy.
+//
+// The reverse direction of stripe 0 carries only an ABORT frame from the receiver, so a
+// sender learns why its peer gave up. All public calls take the channel's mutex: it is
+// held only for non-blocking work, so abort() from another thread waits boundedly.
+#pragma once
+
+#include <sys/uio.h>
+
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "base/net.h"
+#include "transports/tcp/tcp_wire.h"
+#include "transports/transport.h"
+
+namespace ciuic::transport::tcp {
+
+// What every channel of this transport shares: the sockets, the sticky failure, abort.
+class StripedChannel {
+ public:
+  StripedChannel(std::vector<net::Fd> stripes, std::string peer, uint64_t min_stripe_bytes);
+
+  int stripe_count() const { return static_cast<int>(stripes_.size()); }
+  std::string describe() const;
+  // Writes an ABORT frame carrying `reason` on stripe 0 without waiting (dropped if the
+  // socket is full), then shuts every stripe down.
+  void send_abort_and_shutdown(std::string_view reason);
+  // Reads the peer's ABORT frame from stripe 0 without waiting: *complete once all of it
+  // arrived (abort_reason_ holds the reason), *closed when the peer closed the stream.
+  // Anything else on that stream is an error.
+  Status read_abort_frame(bool* complete, bool* closed);
+
+ protected:
+  std::vector<net::Fd> stripes_;
+  std::string peer_;
+  uint64_t min_stripe_bytes_;
+  mutable std::mutex mutex_;
+  Status failed_;  // sticky: once set every later call returns it
+  // The peer's ABORT frame, as it arrives.
+  uint8_t abort_header_[kFrameHeaderBytes] = {};
+  size_t abort_header_got_ = 0;
+  char abort_reason_[kMaxAbortReason] = {};
+  size_t abort_reason_size_ = 0;
+  size_t abort_reason_got_ = 0;
+  std::string abort_reason() const { return std::string(abort_reason_, abort_reason_got_); }
+};
+
+// Moves the unsent tail of a stripe segment; the caller keeps the cursors.
+struct SendRequest final : Request {
+  const uint8_t* data = nullptr;
+  uint64_t size = 0;
+  uint8_t header[kFrameHeaderBytes] = {};
+  StripeLayout layout;
+  uint64_t sent[kMaxStripes] = {};  // bytes of each stripe's segment already written
+  int stripes_left = 0;             // stripes whose segment is not fully written
+  bool reported = false;            // test() said done: freed once at the queue's front
+
+  uint64_t segment(int stripe) const {
+    return (stripe == 0 ? kFrameHeaderBytes : 0) + layout.length(stripe);
+  }
+};
+
+class TcpSendChannel final : public SendChannel, private StripedChannel {
+ public:
+  TcpSendChannel(std::vector<net::Fd> stripes, std::string peer, uint64_t min_stripe_bytes);
+
+  Status register_memory(void* data, size_t size, int pointer_kind,
+                         std::unique_ptr<MemoryRegion>* out) override;
+  void abort(std::string_view reason) override;
+  void collect_poll_fds(std::vector<pollfd>* fds) const override;
+  std::string peer_description() const override { return describe(); }
+  Status isend(const void* data, size_t size, int tag, MemoryRegion* region,
+               Request** request) override;
+  Status test(Request* request, bool* done, size_t* size) override;
+
+ private:
+  Status progress();
+  Status push_stripe(int stripe, bool* moved);
+  Status check_peer();  // reads the reverse direction of stripe 0: ABORT or close
+  Status peer_gone(const char* how);
+  SendRequest* at(uint64_t seq) const { return queue_[seq - base_seq_].get(); }
+  uint64_t end_seq() const { return base_seq_ + queue_.size(); }
+
+  std::deque<std::unique_ptr<SendRequest>> queue_;  // posting order
+  uint64_t base_seq_ = 0;                           // sequence number of queue_.front()
+  uint64_t cursor_[kMaxStripes] = {};               // per stripe: first unfinished message
+  int outstanding_ = 0;                             // posted, not yet reported done
+};
+
+struct RecvRequest final : Request {
+  int n = 0;
+  uint8_t* data[kMaxGroupedRecvs] = {};
+  size_t capacity[kMaxGroupedRecvs] = {};
+  int tags[kMaxGroupedRecvs] = {};
+  size_t received[kMaxGroupedRecvs] = {};
+  bool matched[kMaxGroupedRecvs] = {};
+  int matched_count = 0;
+  int completed = 0;
+};
+
+// A message whose header arrived: where its pieces go and how much of each came.
+struct IncomingMessage {
+  RecvRequest* request = nullptr;
+  int slot = 0;
+  uint64_t size = 0;
+  StripeLayout layout;
+  uint64_t got[kMaxStripes] = {};
+  int stripes_left = 0;
+};
+
+class TcpRecvChannel final : public RecvChannel, private StripedChannel {
+ public:
+  TcpRecvChannel(std::vector<net::Fd> stripes, std::string peer, uint64_t min_stripe_bytes);
+
+  Status register_memory(void* data, size_t size, int pointer_kind,
+                         std::unique_ptr<MemoryRegion>* out) override;
+  void abort(std::string_view reason) override;
+  void collect_poll_fds(std::vector<pollfd>* fds) const override;
+  std::string peer_description() const override { return describe(); }
+  Status irecv(int n, void* const* data, const size_t* sizes, const int* tags,
+               MemoryRegion* const* regions, Request** request) override;
+  Status test(Request* request, bool* done, size_t* sizes) override;
+
+ private:
+  enum class Stripe0 { kHeader, kPiece, kAbortReason };
+
+  Status progress();
+  Status pull_stripe0(bool* moved);
+  Status pull_stripe(int stripe, bool* moved);
+  Status accept_header(bool* held);
+  void piece_done(IncomingMessage* message);
+  // recv() into [data, data+size); *eof when the peer closed.
+  Status read_into(int stripe, uint8_t* data, size_t size, size_t* got, bool* eof);
+  Status closed_by_peer(int stripe);
+  uint64_t bytes_in_flight(int stripe) const;
+  IncomingMessage* message(uint64_t seq) { return &incoming_[seq - base_seq_]; }
+  uint64_t end_seq() const { return base_seq_ + incoming_.size(); }
+
+  std::vector<std::unique_ptr<RecvRequest>> requests_;  // posting order, not yet reported
+  std::deque<IncomingMessage> incoming_;                // headers seen, payload unfinished
+  uint64_t base_seq_ = 0;
+  uint64_t cursor_[kMaxStripes] = {};  // stripes >= 1: next message with a piece for them
+  Stripe0 stripe0_ = Stripe0::kHeader;
+  uint64_t stripe0_seq_ = 0;  // the message whose first piece stripe 0 is reading
+  uint8_t header_[kFrameHeaderBytes] = {};
+  size_t header_got_ = 0;
+  bool draining_for_abort_ = false;
+  bool peer_aborted_ = false;
+};
+
+}  // namespace ciuic::transport::tcp

@@ -1,0 +1,191 @@
+// The sending half: messages leave in posting order; each stripe writes its segments of
+// consecutive messages with one gathering sendmsg (header and payload straight from the
+// caller's buffer), as far as the socket takes without blocking.
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <cerrno>
+
+#include "transports/tcp/tcp_channel.h"
+
+namespace ciuic::transport::tcp {
+namespace {
+
+constexpr int kMaxIov = 64;
+
+}  // namespace
+
+TcpSendChannel::TcpSendChannel(std::vector<net::Fd> stripes, std::string peer,
+                               uint64_t min_stripe_bytes)
+    : StripedChannel(std::move(stripes), std::move(peer), min_stripe_bytes) {}
+
+void TcpSendChannel::abort(std::string_view reason) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (!failed_.ok()) return;
+  failed_ = aborted_error("send channel to " + describe() + " aborted: " + std::string(reason));
+  // The ABORT frame must start at a frame boundary of stripe 0: finish the message that
+  // stripe is in the middle of if the socket takes it now, else the reason cannot go.
+  uint64_t seq = std::max(cursor_[0], base_seq_);
+  bool boundary = true;
+  if (seq < end_seq()) {
+    SendRequest* r = at(seq);
+    if (r->sent[0] > 0 && r->sent[0] < r->segment(0)) {
+      size_t moved = 0;
+      uint64_t done = r->sent[0];
+      Status s = Status::Ok();
+      if (done < kFrameHeaderBytes)
+        s = net::send_some(stripes_[0].get(), r->header + done, kFrameHeaderBytes - done, &moved);
+      if (s.ok() && done + moved >= kFrameHeaderBytes) {
+        uint64_t off = done + moved - kFrameHeaderBytes;
+        size_t more = 0;
+        s = net::send_some(stripes_[0].get(), r->data + off, r->layout.length(0) - off, &more);
+        moved += more;
+      }
+      boundary = s.ok() && done + moved == r->segment(0);
+    }
+  }
+  if (boundary) {
+    send_abort_and_shutdown(reason);
+  } else {
+    for (const net::Fd& fd : stripes_) ::shutdown(fd.get(), SHUT_RDWR);
+  }
+}
+
+void TcpSendChannel::collect_poll_fds(std::vector<pollfd>* fds) const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (!failed_.ok()) return;
+  for (int s = 0; s < stripe_count(); ++s) {
+    short events = s == 0 ? POLLIN : 0;  // stripe 0 also hears the receiver's ABORT or close
+    for (uint64_t q = std::max(cursor_[s], base_seq_); q < end_seq(); ++q) {
+      if (at(q)->sent[s] < at(q)->segment(s)) {
+        events |= POLLOUT;
+        break;
+      }
+    }
+    if (events != 0) fds->push_back(pollfd{stripes_[s].get(), events, 0});
+  }
+}
+
+Status TcpSendChannel::isend(const void* data, size_t size, int tag, MemoryRegion*,
+                             Request** request) {
+  *request = nullptr;
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (!failed_.ok()) return failed_;
+  if (data == nullptr && size > 0) return invalid_argument("isend of " + std::to_string(size) +
+                                                           " bytes from a null buffer");
+  if (outstanding_ >= kMaxRequests) return Status::Ok();  // caller retries after a test()
+  auto r = std::make_unique<SendRequest>();
+  r->data = static_cast<const uint8_t*>(data);
+  r->size = size;
+  encode_frame({FrameType::kData, tag, size}, r->header);
+  r->layout = split_message(size, stripe_count(), min_stripe_bytes_);
+  for (int s = 0; s < stripe_count(); ++s) r->stripes_left += r->segment(s) > 0 ? 1 : 0;
+  *request = r.get();
+  queue_.push_back(std::move(r));
+  ++outstanding_;
+  // Start at once: small messages usually leave here. A failure is kept for test().
+  (void)progress();
+  return Status::Ok();
+}
+
+Status TcpSendChannel::test(Request* request, bool* done, size_t* size) {
+  *done = false;
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (failed_.ok()) (void)progress();
+  auto* r = static_cast<SendRequest*>(request);
+  if (r->stripes_left == 0 && !r->reported) {
+    *done = true;
+    if (size != nullptr) *size = r->size;
+    r->reported = true;
+    --outstanding_;
+    while (!queue_.empty() && queue_.front()->reported) {
+      queue_.pop_front();
+      ++base_seq_;
+    }
+    return Status::Ok();
+  }
+  return failed_;
+}
+
+Status TcpSendChannel::progress() {
+  Status s = check_peer();
+  for (int stripe = 0; s.ok() && stripe < stripe_count(); ++stripe) {
+    bool moved = false;
+    s = push_stripe(stripe, &moved);
+  }
+  if (!s.ok() && failed_.ok()) failed_ = s;
+  return failed_;
+}
+
+Status TcpSendChannel::check_peer() {
+  bool complete = false;
+  bool closed = false;
+  CIUIC_RETURN_IF_ERROR(read_abort_frame(&complete, &closed));
+  if (complete)
+    return remote_error("the receiver " + describe() + " aborted the connection: " +
+                        abort_reason());
+  if (closed) return peer_gone("closed");
+  return Status::Ok();
+}
+
+Status TcpSendChannel::peer_gone(const char* how) {
+  for (uint64_t q = base_seq_; q < end_seq(); ++q) {
+    if (at(q)->stripes_left > 0)
+      return remote_error("connection to " + describe() + " " + how + " by the peer during a " +
+                          std::to_string(at(q)->size) +
+                          "-byte send (the peer process exited or aborted)");
+  }
+  return remote_error("connection to " + describe() + " " + how +
+                      " by the peer (the peer process exited or closed its receive channel)");
+}
+
+Status TcpSendChannel::push_stripe(int stripe, bool* moved) {
+  int fd = stripes_[stripe].get();
+  // A cursor resting on a message with nothing for this stripe may fall behind the
+  // queue's front once that message is reported and freed.
+  cursor_[stripe] = std::max(cursor_[stripe], base_seq_);
+  for (;;) {
+    iovec iov[kMaxIov];
+    int count = 0;
+    for (uint64_t q = cursor_[stripe]; q < end_seq() && count + 2 <= kMaxIov; ++q) {
+      SendRequest* r = at(q);
+      uint64_t done = r->sent[stripe];
+      uint64_t prefix = stripe == 0 ? kFrameHeaderBytes : 0;
+      if (done < prefix) iov[count++] = {r->header + done, prefix - done};
+      uint64_t off = done > prefix ? done - prefix : 0;
+      uint64_t piece = r->layout.length(stripe);
+      if (off < piece) {
+        iov[count++] = {const_cast<uint8_t*>(r->data) + r->layout.offset(stripe) + off,
+                        static_cast<size_t>(piece - off)};
+      }
+    }
+    if (count == 0) return Status::Ok();
+    msghdr msg{};
+    msg.msg_iov = iov;
+    msg.msg_iovlen = static_cast<size_t>(count);
+    ssize_t n = ::sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) return Status::Ok();
+      if (errno == EPIPE || errno == ECONNRESET) {
+        // The receiver may have said why before it went: prefer its reason.
+        Status why = check_peer();
+        return why.ok() ? peer_gone(errno == EPIPE ? "closed" : "reset") : why;
+      }
+      return errno_error("send to " + describe(), errno);
+    }
+    *moved = true;
+    uint64_t left = static_cast<uint64_t>(n);
+    while (cursor_[stripe] < end_seq()) {
+      SendRequest* r = at(cursor_[stripe]);
+      uint64_t take = std::min(left, r->segment(stripe) - r->sent[stripe]);
+      r->sent[stripe] += take;
+      left -= take;
+      if (r->sent[stripe] < r->segment(stripe)) break;
+      if (r->segment(stripe) > 0) --r->stripes_left;
+      ++cursor_[stripe];
+    }
+  }
+}
+
+}  // namespace ciuic::transport::tcp

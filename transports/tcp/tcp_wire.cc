@@ -1,0 +1,102 @@
+#include "transports/tcp/tcp_wire.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <string>
+
+namespace ciuic::transport::tcp {
+
+void encode_handle(const HandleContents& in, ConnectHandle* out) {
+  *out = ConnectHandle{};
+  put_u32(out->bytes, kHandleMagic);
+  put_u16(out->bytes + 4, kWireVersion);
+  in.address.pack(out->bytes + 8);
+  std::memcpy(out->bytes + 8 + net::SocketAddress::kPackedBytes, in.token.data(), 16);
+}
+
+Status decode_handle(const ConnectHandle& in, HandleContents* out) {
+  if (get_u32(in.bytes) != kHandleMagic)
+    return invalid_argument("not a TCP transport handle (bad magic): was it made by another "
+                            "transport or corrupted on the way?");
+  uint16_t version = get_u16(in.bytes + 4);
+  if (version != kWireVersion)
+    return invalid_argument("TCP handle has wire version " + std::to_string(version) +
+                            ", this build speaks " + std::to_string(kWireVersion) +
+                            ": run the same ciuic version everywhere");
+  CIUIC_RETURN_IF_ERROR(net::SocketAddress::unpack(in.bytes + 8, &out->address));
+  std::memcpy(out->token.data(), in.bytes + 8 + net::SocketAddress::kPackedBytes, 16);
+  return Status::Ok();
+}
+
+void encode_hello(const StripeHello& in, uint8_t out[kStripeHelloBytes]) {
+  std::memset(out, 0, kStripeHelloBytes);
+  put_u64(out, in.channel_id);
+  put_u16(out + 8, in.stripe_index);
+  put_u16(out + 10, in.stripe_count);
+  put_u64(out + 16, in.min_stripe_bytes);
+}
+
+Status decode_hello(const uint8_t* data, size_t size, StripeHello* out) {
+  if (size != kStripeHelloBytes)
+    return invalid_argument("stripe hello of " + std::to_string(size) + " bytes, expected " +
+                            std::to_string(kStripeHelloBytes));
+  out->channel_id = get_u64(data);
+  out->stripe_index = get_u16(data + 8);
+  out->stripe_count = get_u16(data + 10);
+  out->min_stripe_bytes = get_u64(data + 16);
+  if (out->stripe_count < 1 || out->stripe_count > kMaxStripes)
+    return invalid_argument("stripe count " + std::to_string(out->stripe_count) +
+                            " outside 1.." + std::to_string(kMaxStripes));
+  if (out->stripe_index >= out->stripe_count)
+    return invalid_argument("stripe index " + std::to_string(out->stripe_index) +
+                            " not below the stripe count " + std::to_string(out->stripe_count));
+  if (out->min_stripe_bytes == 0) return invalid_argument("minimum stripe size of 0 bytes");
+  return Status::Ok();
+}
+
+void encode_frame(const FrameHeader& in, uint8_t out[kFrameHeaderBytes]) {
+  put_u32(out, kFrameMarker | static_cast<uint32_t>(in.type));
+  put_u32(out + 4, static_cast<uint32_t>(in.tag));
+  put_u64(out + 8, in.size);
+}
+
+Status decode_frame(const uint8_t in[kFrameHeaderBytes], FrameHeader* out) {
+  uint32_t word = get_u32(in);
+  if ((word & 0xffff0000u) != kFrameMarker)
+    return internal_error("stream out of step: expected a frame header, got 0x" +
+                          [&] {
+                            char hex[9];
+                            std::snprintf(hex, sizeof(hex), "%08x", word);
+                            return std::string(hex);
+                          }());
+  uint32_t type = word & 0xffffu;
+  if (type != static_cast<uint32_t>(FrameType::kData) &&
+      type != static_cast<uint32_t>(FrameType::kAbort))
+    return internal_error("unknown frame type " + std::to_string(type));
+  out->type = static_cast<FrameType>(type);
+  out->tag = static_cast<int32_t>(get_u32(in + 4));
+  out->size = get_u64(in + 8);
+  if (out->type == FrameType::kAbort && out->size > kMaxAbortReason)
+    return internal_error("abort frame with a " + std::to_string(out->size) +
+                          "-byte reason (at most " + std::to_string(kMaxAbortReason) + ")");
+  return Status::Ok();
+}
+
+StripeLayout split_message(uint64_t size, int stripes, uint64_t min_piece) {
+  constexpr uint64_t kAlign = 4096;
+  StripeLayout layout;
+  min_piece = std::max<uint64_t>(min_piece, 1);
+  uint64_t pieces = std::min<uint64_t>(static_cast<uint64_t>(std::max(stripes, 1)), size / min_piece);
+  if (pieces < 2) pieces = 1;
+  layout.pieces = static_cast<int>(pieces);
+  layout.bounds[0] = 0;
+  for (uint64_t i = 1; i < pieces; ++i) {
+    layout.bounds[i] = (size / pieces * i) / kAlign * kAlign;
+    if (layout.bounds[i] < layout.bounds[i - 1]) layout.bounds[i] = layout.bounds[i - 1];
+  }
+  layout.bounds[pieces] = size;
+  return layout;
+}
+
+}  // namespace ciuic::transport::tcp

@@ -1,0 +1,103 @@
+// The TCP transport's wire format: the listener handle, the payload each stripe carries
+// in its handshake, the frame header that precedes every message, and how a message's
+// payload is split over the stripes. Everything is little-endian with fixed sizes.
+//
+//   handle   {u32 magic, u16 version, u16 zero, u8 address[20], u8 token[16]}      44 bytes
+//   stripe   {u64 channel_id, u16 stripe_index, u16 stripe_count, u32 zero,
+//             u64 min_stripe_bytes}                                                24 bytes
+//   frame    {u32 marker|type, i32 tag, u64 size} on stripe 0 before each message, 16 bytes;
+//            DATA: then `size` payload bytes split over the stripes (see StripeLayout);
+//            ABORT: then `size` (<= 256) bytes of reason, on stripe 0 only.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "base/handshake.h"
+#include "base/net.h"
+#include "base/status.h"
+#include "transports/transport.h"
+
+namespace ciuic::transport::tcp {
+
+constexpr uint32_t kHandleMagic = 0x50435443;    // "CTCP"
+constexpr uint32_t kHandshakeMagic = 0x53435443;  // "CTCS": the stripe handshake
+constexpr uint16_t kWireVersion = 1;
+constexpr int kMaxStripes = 16;
+constexpr size_t kMaxAbortReason = 256;
+
+// ---- little-endian helpers ----
+inline void put_u16(uint8_t* p, uint16_t v) {
+  p[0] = static_cast<uint8_t>(v);
+  p[1] = static_cast<uint8_t>(v >> 8);
+}
+inline void put_u32(uint8_t* p, uint32_t v) {
+  for (int i = 0; i < 4; ++i) p[i] = static_cast<uint8_t>(v >> (8 * i));
+}
+inline void put_u64(uint8_t* p, uint64_t v) {
+  for (int i = 0; i < 8; ++i) p[i] = static_cast<uint8_t>(v >> (8 * i));
+}
+inline uint16_t get_u16(const uint8_t* p) { return static_cast<uint16_t>(p[0] | (p[1] << 8)); }
+inline uint32_t get_u32(const uint8_t* p) {
+  uint32_t v = 0;
+  for (int i = 0; i < 4; ++i) v |= static_cast<uint32_t>(p[i]) << (8 * i);
+  return v;
+}
+inline uint64_t get_u64(const uint8_t* p) {
+  uint64_t v = 0;
+  for (int i = 0; i < 8; ++i) v |= static_cast<uint64_t>(p[i]) << (8 * i);
+  return v;
+}
+
+// ---- handle ----
+struct HandleContents {
+  net::SocketAddress address;
+  Key128 token{};
+};
+constexpr size_t kHandleUsedBytes = 8 + net::SocketAddress::kPackedBytes + 16;
+static_assert(kHandleUsedBytes <= kHandleBytes, "the TCP handle must fit NCCL's 128 bytes");
+
+void encode_handle(const HandleContents& in, ConnectHandle* out);
+Status decode_handle(const ConnectHandle& in, HandleContents* out);
+
+// ---- stripe handshake payload ----
+struct StripeHello {
+  uint64_t channel_id = 0;
+  uint16_t stripe_index = 0;
+  uint16_t stripe_count = 0;
+  uint64_t min_stripe_bytes = 0;
+};
+constexpr size_t kStripeHelloBytes = 24;
+void encode_hello(const StripeHello& in, uint8_t out[kStripeHelloBytes]);
+// Checks sizes and ranges; the message says what was wrong (for the listener's WARN).
+Status decode_hello(const uint8_t* data, size_t size, StripeHello* out);
+
+// ---- frame header ----
+enum class FrameType : uint8_t { kData = 1, kAbort = 2 };
+constexpr uint32_t kFrameMarker = 0x46430000;  // upper half marks a frame: catches desync
+constexpr size_t kFrameHeaderBytes = 16;
+struct FrameHeader {
+  FrameType type = FrameType::kData;
+  int32_t tag = 0;
+  uint64_t size = 0;
+};
+void encode_frame(const FrameHeader& in, uint8_t out[kFrameHeaderBytes]);
+Status decode_frame(const uint8_t in[kFrameHeaderBytes], FrameHeader* out);
+
+// ---- payload split ----
+// Where each stripe's piece of a `size`-byte message lies. Deterministic in (size,
+// stripes, min_piece) so that both sides compute it alone: a message below 2*min_piece
+// stays on stripe 0; otherwise it is cut into min(stripes, size / min_piece) pieces of
+// nearly equal size whose boundaries are 4 KiB aligned (page-aligned copies in the kernel).
+struct StripeLayout {
+  int pieces = 1;
+  uint64_t bounds[kMaxStripes + 1] = {};
+
+  uint64_t offset(int stripe) const { return stripe < pieces ? bounds[stripe] : 0; }
+  uint64_t length(int stripe) const {
+    return stripe < pieces ? bounds[stripe + 1] - bounds[stripe] : 0;
+  }
+};
+StripeLayout split_message(uint64_t size, int stripes, uint64_t min_piece);
+
+}  // namespace ciuic::transport::tcp
