@@ -12,7 +12,7 @@
 
 namespace ciuic::reduce {
 namespace {
-constexpr KernelTable kBaselineTable = make_kernel_table<SoftFloat16Path>();
+constexpr KernelTable kBaselineTable = make_kernel_table<SoftFloat16Path, 16>();
 }  // namespace
 
 const KernelTable* baseline_kernel_table() { return &kBaselineTable; }
