@@ -133,17 +133,13 @@ bool parse_options(int argc, char** argv, Options* o) {
   return true;
 }
 
+// The sum over all ranks of one value.
 template <typename T>
-T all_reduce_scalar(const std::shared_ptr<gloo::Context>& context, T value, bool take_max) {
+T sum_over_ranks(const std::shared_ptr<gloo::Context>& context, T value) {
   gloo::AllreduceOptions opts(context);
   opts.setOutput(&value, 1);
-  if (take_max) {
-    opts.setReduceFunction(
-        static_cast<void (*)(void*, const void*, const void*, size_t)>(&gloo::max<T>));
-  } else {
-    opts.setReduceFunction(
-        static_cast<void (*)(void*, const void*, const void*, size_t)>(&gloo::sum<T>));
-  }
+  opts.setReduceFunction(
+      static_cast<void (*)(void*, const void*, const void*, size_t)>(&gloo::sum<T>));
   opts.setTag(0x7fff0000);
   gloo::allreduce(opts);
   return value;
@@ -177,8 +173,10 @@ int run(const Options& o) {
         "# gloo_allreduce_bench: %s, %d ranks, float32%s, Gloo %d.%d.%d tcp, algorithm %s\n",
         collective, nranks, o.allgather ? "" : " sum", GLOO_VERSION_MAJOR, GLOO_VERSION_MINOR,
         GLOO_VERSION_PATCH, o.allgather ? "ring" : o.algorithm.c_str());
-    std::printf("# %d warm-up and %d timed iterations per size; time is the slowest rank's mean\n",
-                o.warmup, o.iters);
+    std::printf(
+        "# %d warm-up and %d timed iterations per size; time is the mean over iterations and "
+        "ranks\n",
+        o.warmup, o.iters);
     std::printf("#%13s %12s %8s %6s %12s %10s %10s %8s\n", "size(B)", "count", "type", "redop",
                 "time(us)", "algbw", "busbw", "#wrong");
     if (!o.json_path.empty()) {
@@ -232,7 +230,7 @@ int run(const Options& o) {
     for (int i = 0; i < o.iters; ++i) once();
     double mean_us =
         std::chrono::duration<double, std::micro>(Clock::now() - start).count() / o.iters;
-    double slowest_us = all_reduce_scalar(context, mean_us, true);
+    double time_us = sum_over_ranks(context, mean_us) / nranks;
 
     int64_t wrong = 0;
     if (o.allgather) {
@@ -247,14 +245,14 @@ int run(const Options& o) {
         wrong += recv[i] != float(expected);
       }
     }
-    wrong = all_reduce_scalar<int64_t>(context, wrong, false);
-    double algbw = double(bytes) / (slowest_us * 1e-6) / 1e9;
+    wrong = sum_over_ranks<int64_t>(context, wrong);
+    double algbw = double(bytes) / (time_us * 1e-6) / 1e9;
     double busbw = algbw * bus_factor;
     bw_sum += busbw;
     ++rows;
     if (rank == 0) {
       std::printf("%14lld %12lld %8s %6s %12.2f %10.3f %10.3f %8lld\n", (long long)bytes,
-                  (long long)(bytes / 4), "float", o.allgather ? "none" : "sum", slowest_us, algbw,
+                  (long long)(bytes / 4), "float", o.allgather ? "none" : "sum", time_us, algbw,
                   busbw, (long long)wrong);
       std::fflush(stdout);
       if (json) {
@@ -263,7 +261,7 @@ int run(const Options& o) {
                      "\"root\":-1,\"out_of_place\":{\"time_us\":%.3f,\"algbw_gbps\":%.6f,"
                      "\"busbw_gbps\":%.6f,\"wrong\":%lld}}",
                      rows > 1 ? "," : "", (long long)bytes, (long long)(bytes / 4),
-                     o.allgather ? "none" : "sum", slowest_us, algbw, busbw, (long long)wrong);
+                     o.allgather ? "none" : "sum", time_us, algbw, busbw, (long long)wrong);
       }
     }
   }

@@ -38,6 +38,7 @@ class ParseTest(unittest.TestCase):
     def test_malformed_documents_are_errors_not_crashes(self):
         with tempfile.TemporaryDirectory() as d:
             for name, text in (("empty", ""), ("list", "[]"), ("nosize", '{"results":[{}]}'),
+                               ("nodata", '{"results":[{"size":8}]}'),
                                ("badnum", '{"results":[{"size":8,"out_of_place":'
                                           '{"time_us":"x","algbw_gbps":1,"busbw_gbps":1}}]}')):
                 path = os.path.join(d, name)
@@ -47,6 +48,17 @@ class ParseTest(unittest.TestCase):
                     compare.load_result(path)
             with self.assertRaises(compare.ResultError):
                 compare.load_result(os.path.join(d, "missing.json"))
+
+    def test_skipped_variant_is_left_out(self):
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "r.json")
+            with open(path, "w") as f:
+                f.write('{"results":[{"size":8,"out_of_place":null,"in_place":null},'
+                        '{"size":16,"out_of_place":null,"in_place":{"time_us":2,'
+                        '"algbw_gbps":0.5,"busbw_gbps":0.75,"wrong":0}}]}')
+            rows = compare.load_result(path)["rows"]
+            self.assertEqual(list(rows), [16])
+            self.assertEqual(rows[16]["busbw"], 0.75)
 
     def test_sizes(self):
         self.assertEqual(compare.parse_size("8"), 8)
