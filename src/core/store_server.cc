@@ -6,21 +6,17 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
-#include <atomic>
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
-#include <deque>
-#include <map>
-#include <optional>
 #include <system_error>
-#include <thread>
 
 #include "base/config.h"
 #include "base/log.h"
-#include "core/bootstrap.h"
-#include "core/store_protocol.h"
+#include "core/store_server_impl.h"
 
 namespace ciuic::core {
+namespace store_detail {
 namespace {
 
 const config::IntParam kHandshakeTimeoutMs{
@@ -32,63 +28,6 @@ const config::IntParam kMaxUnauthenticated{
 
 constexpr int kTickMs = 50;            // how often deadlines are checked when nothing happens
 constexpr int kAcceptsPerWakeup = 128;  // bounds the time spent accepting before serving others
-constexpr size_t kMissingRanksListed = 16;
-
-using Buffer = std::shared_ptr<const std::vector<uint8_t>>;
-
-struct Outgoing {
-  Buffer data;
-  size_t done = 0;
-};
-
-struct Connection {
-  uint64_t id = 0;
-  net::Fd fd;
-  std::string peer;                      // the source address, for every log line
-  std::unique_ptr<Handshake> handshake;  // until authenticated
-  Deadline handshake_deadline = Deadline::never();
-  bool dead = false;
-  // Set once the handshake accepted the join.
-  bool joined = false;
-  std::string name_space;
-  int rank = -1;
-  // Request being read.
-  uint8_t header_bytes[store::kRequestHeaderBytes] = {};
-  size_t header_done = 0;
-  bool have_header = false;
-  store::RequestHeader header;
-  std::vector<uint8_t> body;
-  size_t body_done = 0;
-  bool awaiting = false;  // an allgather of this connection waits for the others
-  std::deque<Outgoing> out;
-};
-
-struct Contribution {
-  std::vector<uint8_t> value;
-  bool awaiting = true;
-  uint32_t wait_ms = store::kWaitForever;
-  Deadline deadline = Deadline::never();
-};
-
-struct PendingGather {
-  std::vector<std::optional<Contribution>> slots;
-  int contributed = 0;
-};
-
-struct Member {
-  enum State { kAbsent, kJoined, kLeft };
-  State state = kAbsent;
-  uint64_t connection = 0;
-  std::string peer;
-};
-
-struct Namespace {
-  int nranks = 0;
-  std::vector<Member> members;
-  int live = 0;
-  std::optional<int> first_left;
-  std::map<std::string, PendingGather, std::less<>> pending;
-};
 
 bool is_wildcard(const net::SocketAddress& a) {
   if (a.family() == AF_INET)
@@ -98,54 +37,12 @@ bool is_wildcard(const net::SocketAddress& a) {
   return false;
 }
 
-class StoreServerImpl final : public StoreServer {
- public:
-  explicit StoreServerImpl(const Key128& secret)
-      : secret_(secret),
-        handshake_timeout_ms_(kHandshakeTimeoutMs.get()),
-        max_unauthenticated_(static_cast<size_t>(std::max<int64_t>(1, kMaxUnauthenticated.get()))) {}
-  ~StoreServerImpl() override;
-  Status start(const net::SocketAddress& bind);
-  const net::SocketAddress& address() const override { return address_; }
+}  // namespace
 
- private:
-  void run();
-  void accept_new();
-  void enforce_unauthenticated_cap();
-  void service(Connection& c, short revents);
-  void advance_handshake(Connection& c);
-  void decide(Connection& c);
-  void read_requests(Connection& c);
-  void handle_allgather(Connection& c, std::string tag, std::vector<uint8_t> value,
-                        uint32_t wait_ms);
-  void complete(Namespace& ns, const std::string& tag, PendingGather& gather);
-  void send_error(Connection& c, uint16_t status, const std::string& tag, std::string message);
-  void enqueue(Connection& c, Buffer data);
-  void flush(Connection& c);
-  void drop(Connection& c, const std::string& why, bool warn);
-  void reap();
-  void leave(Connection& c);
-  void check_deadlines();
-  Connection* find(uint64_t id);
-  std::string describe(const Connection& c) const;
-
-  Key128 secret_;
-  int64_t handshake_timeout_ms_;
-  size_t max_unauthenticated_;
-  net::SocketAddress address_;
-  net::Fd listen_fd_;
-  net::Fd wake_fd_;
-  std::atomic<bool> stop_{false};
-  std::thread thread_;
-
-  // Touched only by the serving thread.
-  uint64_t next_id_ = 1;
-  std::map<uint64_t, std::unique_ptr<Connection>> connections_;  // ordered: oldest first
-  std::vector<uint64_t> dropped_;
-  std::map<std::string, Namespace, std::less<>> namespaces_;
-  uint64_t cap_drops_ = 0;
-  Deadline accept_paused_until_ = Deadline::after_ms(0);
-};
+StoreServerImpl::StoreServerImpl(const Key128& secret)
+    : secret_(secret),
+      handshake_timeout_ms_(kHandshakeTimeoutMs.get()),
+      max_unauthenticated_(static_cast<size_t>(std::max<int64_t>(1, kMaxUnauthenticated.get()))) {}
 
 StoreServerImpl::~StoreServerImpl() {
   stop_.store(true);
@@ -302,53 +199,6 @@ void StoreServerImpl::advance_handshake(Connection& c) {
   }
 }
 
-void StoreServerImpl::decide(Connection& c) {
-  store::Join join;
-  Status s = store::decode_join(c.handshake->peer_payload(), &join);
-  if (!s.ok()) {
-    c.handshake->refuse("malformed join: " + s.message());
-    return;
-  }
-  const std::string rank_text = "rank " + std::to_string(join.rank);
-  if (join.nranks < 1 || join.nranks > store::kMaxRanks) {
-    c.handshake->refuse("nranks " + std::to_string(join.nranks) + " out of range [1, " +
-                        std::to_string(store::kMaxRanks) + "]");
-    return;
-  }
-  if (join.rank < 0 || join.rank >= join.nranks) {
-    c.handshake->refuse(rank_text + " out of range for " + std::to_string(join.nranks) +
-                        " ranks");
-    return;
-  }
-  auto it = namespaces_.find(join.name_space);
-  if (it == namespaces_.end()) {
-    it = namespaces_.emplace(join.name_space, Namespace{}).first;
-    it->second.nranks = join.nranks;
-    it->second.members.resize(static_cast<size_t>(join.nranks));
-  }
-  Namespace& ns = it->second;
-  if (ns.nranks != join.nranks) {
-    c.handshake->refuse(rank_text + " says namespace '" + join.name_space + "' has " +
-                        std::to_string(join.nranks) + " ranks, but it has " +
-                        std::to_string(ns.nranks) + ": every rank must pass the same nranks");
-    return;
-  }
-  Member& m = ns.members[static_cast<size_t>(join.rank)];
-  if (m.state != Member::kAbsent) {
-    c.handshake->refuse(rank_text + " already joined namespace '" + join.name_space + "' from " +
-                        m.peer + (m.state == Member::kLeft ? " (and left)" : ""));
-    return;
-  }
-  m.state = Member::kJoined;
-  m.connection = c.id;
-  m.peer = c.peer;
-  ++ns.live;
-  c.joined = true;
-  c.name_space = join.name_space;
-  c.rank = join.rank;
-  c.handshake->accept({});
-}
-
 void StoreServerImpl::read_requests(Connection& c) {
   for (;;) {
     size_t moved = 0;
@@ -400,74 +250,6 @@ void StoreServerImpl::read_requests(Connection& c) {
   }
 }
 
-void StoreServerImpl::handle_allgather(Connection& c, std::string tag, std::vector<uint8_t> value,
-                                       uint32_t wait_ms) {
-  Namespace& ns = namespaces_.at(c.name_space);
-  if (ns.first_left) {
-    const Member& gone = ns.members[static_cast<size_t>(*ns.first_left)];
-    send_error(c, store::kPeerLeft, tag,
-               "allgather '" + tag + "' in namespace '" + c.name_space + "': rank " +
-                   std::to_string(*ns.first_left) + " has left (its connection from " +
-                   gone.peer + " closed), so no allgather of this namespace can complete");
-    return;
-  }
-  PendingGather& gather = ns.pending[tag];
-  if (gather.slots.empty()) gather.slots.resize(static_cast<size_t>(ns.nranks));
-  auto& slot = gather.slots[static_cast<size_t>(c.rank)];
-  if (!slot) ++gather.contributed;  // else: a retry after this rank's own timeout
-  slot = Contribution{std::move(value), true, wait_ms,
-                      wait_ms == store::kWaitForever ? Deadline::never()
-                                                     : Deadline::after_ms(wait_ms)};
-  c.awaiting = true;
-  CIUIC_LOG_TRACE(log::kBoot, "bootstrap store: %s contributed to '%s' (%d of %d)",
-                  describe(c).c_str(), tag.c_str(), gather.contributed, ns.nranks);
-  if (gather.contributed == ns.nranks) {
-    complete(ns, tag, gather);
-    ns.pending.erase(tag);
-  }
-}
-
-void StoreServerImpl::complete(Namespace& ns, const std::string& tag, PendingGather& gather) {
-  uint64_t body_len = tag.size();
-  for (auto& slot : gather.slots) body_len += 4 + slot->value.size();
-  auto reply = std::make_shared<std::vector<uint8_t>>(store::kReplyHeaderBytes);
-  reply->reserve(store::kReplyHeaderBytes + body_len);
-  store::ReplyHeader h;
-  h.status = store::kOk;
-  h.tag_len = static_cast<uint16_t>(tag.size());
-  h.count = static_cast<uint32_t>(ns.nranks);
-  h.body_len = body_len;
-  store::encode_reply_header(h, reply->data());
-  reply->insert(reply->end(), tag.begin(), tag.end());
-  for (auto& slot : gather.slots) {
-    store::put_u32(*reply, static_cast<uint32_t>(slot->value.size()));
-    reply->insert(reply->end(), slot->value.begin(), slot->value.end());
-  }
-  Buffer shared = std::move(reply);
-  for (size_t r = 0; r < gather.slots.size(); ++r) {
-    if (!gather.slots[r]->awaiting) continue;  // it timed out and was told so
-    Connection* member = find(ns.members[r].connection);
-    if (member == nullptr || member->dead) continue;
-    member->awaiting = false;
-    enqueue(*member, shared);
-  }
-}
-
-void StoreServerImpl::send_error(Connection& c, uint16_t status, const std::string& tag,
-                                 std::string message) {
-  if (message.size() > store::kMaxErrorBytes) message.resize(store::kMaxErrorBytes);
-  auto reply = std::make_shared<std::vector<uint8_t>>(store::kReplyHeaderBytes);
-  store::ReplyHeader h;
-  h.status = status;
-  h.tag_len = static_cast<uint16_t>(tag.size());
-  h.body_len = tag.size() + message.size();
-  store::encode_reply_header(h, reply->data());
-  reply->insert(reply->end(), tag.begin(), tag.end());
-  reply->insert(reply->end(), message.begin(), message.end());
-  c.awaiting = false;
-  enqueue(c, std::move(reply));
-}
-
 void StoreServerImpl::enqueue(Connection& c, Buffer data) {
   c.out.push_back({std::move(data), 0});
   flush(c);
@@ -513,75 +295,11 @@ void StoreServerImpl::reap() {
   }
 }
 
-void StoreServerImpl::leave(Connection& c) {
-  auto ns_it = namespaces_.find(c.name_space);
-  if (ns_it == namespaces_.end()) return;
-  Namespace& ns = ns_it->second;
-  Member& m = ns.members[static_cast<size_t>(c.rank)];
-  m.state = Member::kLeft;
-  --ns.live;
-  if (!ns.first_left) ns.first_left = c.rank;
-  for (auto it = ns.pending.begin(); it != ns.pending.end();) {
-    PendingGather& gather = it->second;
-    if (gather.slots[static_cast<size_t>(c.rank)]) {
-      ++it;  // it contributed: the others can still complete
-      continue;
-    }
-    std::string message = "allgather '" + it->first + "' in namespace '" + c.name_space +
-                          "': rank " + std::to_string(c.rank) + " left (its connection from " +
-                          c.peer + " closed) before contributing";
-    for (size_t r = 0; r < gather.slots.size(); ++r) {
-      if (!gather.slots[r] || !gather.slots[r]->awaiting) continue;
-      Connection* waiting = find(ns.members[r].connection);
-      if (waiting != nullptr && !waiting->dead) send_error(*waiting, store::kPeerLeft, it->first, message);
-    }
-    it = ns.pending.erase(it);
-  }
-  if (ns.live == 0) namespaces_.erase(ns_it);
-}
-
-void StoreServerImpl::check_deadlines() {
-  for (auto& [id, c] : connections_) {
-    if (c->handshake && !c->dead && c->handshake_deadline.expired()) advance_handshake(*c);
-  }
-  for (auto& [name, ns] : namespaces_) {
-    for (auto& [tag, gather] : ns.pending) {
-      for (size_t r = 0; r < gather.slots.size(); ++r) {
-        auto& slot = gather.slots[r];
-        if (!slot || !slot->awaiting || !slot->deadline.expired()) continue;
-        std::string missing;
-        std::string never_joined;
-        size_t listed = 0, count = 0;
-        for (size_t q = 0; q < gather.slots.size(); ++q) {
-          if (gather.slots[q]) continue;
-          ++count;
-          if (listed++ < kMissingRanksListed) {
-            missing += (missing.empty() ? "" : ", ") + std::to_string(q);
-            if (ns.members[q].state == Member::kAbsent)
-              never_joined += (never_joined.empty() ? "" : ", ") + std::to_string(q);
-          }
-        }
-        if (count > kMissingRanksListed)
-          missing += " and " + std::to_string(count - kMissingRanksListed) + " more";
-        std::string message = "allgather '" + tag + "' in namespace '" + name +
-                              "': not all ranks arrived within " + std::to_string(slot->wait_ms) +
-                              " ms; missing ranks: " + missing + " (of " +
-                              std::to_string(ns.nranks) + ")";
-        if (!never_joined.empty())
-          message += "; never connected to the root: " + never_joined;
-        Connection* waiting = find(ns.members[r].connection);
-        slot->awaiting = false;
-        if (waiting != nullptr && !waiting->dead) send_error(*waiting, store::kTimeout, tag, message);
-      }
-    }
-  }
-}
-
-}  // namespace
+}  // namespace store_detail
 
 Status StoreServer::start(const net::SocketAddress& bind, const Key128& secret,
                           std::shared_ptr<StoreServer>* out) {
-  auto server = std::make_shared<StoreServerImpl>(secret);
+  auto server = std::make_shared<store_detail::StoreServerImpl>(secret);
   CIUIC_RETURN_IF_ERROR(server->start(bind));
   *out = std::move(server);
   return Status::Ok();

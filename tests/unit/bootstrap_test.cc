@@ -201,6 +201,32 @@ TEST(StoreTest, AllgatherTimeoutNamesTheMissingRanks) {
   }
 }
 
+TEST(StoreTest, RankThatTimedOutCanRetryTheSameAllgather) {
+  Server s = start_server();
+  std::unique_ptr<StoreClient> early, late;
+  ASSERT_TRUE(StoreClient::connect(s.id, "world", 0, 2, Deadline::after_ms(2000), &early).ok());
+  ASSERT_TRUE(StoreClient::connect(s.id, "world", 1, 2, Deadline::after_ms(2000), &late).ok());
+  std::vector<Bytes> all;
+  Status st = early->allgather("hosts", value_of(0, 1), &all, Deadline::after_ms(200));
+  ASSERT_EQ(st.code(), CIUIC_ERR_TIMEOUT) << st.to_string();
+  EXPECT_NE(st.message().find("missing ranks: 1 (of 2)"), std::string::npos) << st.message();
+  // The root answered the timeout, so the connection is still in step: retry, new value.
+  std::vector<Bytes> late_all;
+  std::thread t([&] {
+    Status lst = late->allgather("hosts", value_of(1, 1), &late_all, Deadline::after_ms(2000));
+    EXPECT_TRUE(lst.ok()) << lst.to_string();
+  });
+  // Rank 1 arrives first: it must wait for rank 0's retry, not complete with the value
+  // rank 0 withdrew when it timed out.
+  std::this_thread::sleep_for(milliseconds(100));
+  st = early->allgather("hosts", value_of(0, 2), &all, Deadline::after_ms(2000));
+  t.join();
+  ASSERT_TRUE(st.ok()) << st.to_string();
+  std::vector<Bytes> expected = {value_of(0, 2), value_of(1, 1)};
+  EXPECT_EQ(all, expected);
+  EXPECT_EQ(late_all, expected);
+}
+
 TEST(StoreTest, UnreachableRootTimesOutWithinItsDeadline) {
   net::SocketAddress nobody = loopback();
   {

@@ -12,6 +12,7 @@
 #include <cstring>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "base/log.h"
@@ -106,10 +107,18 @@ class LogCapture {
     log::set_sink(capture);
   }
   ~LogCapture() { log::set_sink(nullptr); }
+  // Waits up to a second: the server logs on its own thread, maybe after the client
+  // already saw the refusal.
   bool saw(const std::string& a, const std::string& b = "") const {
-    std::lock_guard<std::mutex> lock(g_log_mutex);
-    for (const auto& w : g_warnings)
-      if (w.find(a) != std::string::npos && w.find(b) != std::string::npos) return true;
+    Clock::time_point start = Clock::now();
+    do {
+      {
+        std::lock_guard<std::mutex> lock(g_log_mutex);
+        for (const auto& w : g_warnings)
+          if (w.find(a) != std::string::npos && w.find(b) != std::string::npos) return true;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    } while (elapsed_ms(start) < 1000);
     return false;
   }
 };
