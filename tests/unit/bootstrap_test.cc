@@ -63,7 +63,7 @@ TEST_P(AllgatherTest, EveryRankGetsEveryValueInRankOrder) {
   EXPECT_EQ(run_allgathers(s.id, "world", GetParam(), 4, 10000), "");
 }
 
-INSTANTIATE_TEST_SUITE_P(Ranks, AllgatherTest, ::testing::Values(1, 2, 3, 8));
+INSTANTIATE_TEST_SUITE_P(Ranks, AllgatherTest, ::testing::Values(1, 2, 3, 8, 64));
 
 TEST(StoreTest, LargeValuesCrossIntact) {
   Server s = start_server();
