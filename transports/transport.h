@@ -43,7 +43,6 @@ enum PointerKind : int { kHostMemory = 0x1, kCudaMemory = 0x2, kDmabufMemory = 0
 constexpr size_t kHandleBytes = 128;   // NCCL_NET_HANDLE_MAXSIZE
 constexpr int kMaxGroupedRecvs = 8;    // the most buffers one irecv may post
 constexpr int kMaxRequests = 32;       // outstanding requests per channel (NCCL_NET_MAX_REQUESTS)
-constexpr int kAnyTag = -1;            // a receive buffer with this tag takes a send of any tag
 
 struct ConnectHandle {
   uint8_t bytes[kHandleBytes] = {};

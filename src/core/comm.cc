@@ -36,6 +36,7 @@ const config::StringParam kAlgo{
     "(allreduce=ring,broadcast=chain). Empty: the default"};
 
 constexpr uint32_t kHelloMagic = 0x4349484c;  // "CIHL": first message on every channel
+constexpr int kHelloTag = 0x43494800;         // its tag: no rank has this number
 constexpr size_t kHostNameBytes = 64;
 
 std::string algorithm_for(coll::Collective c) {
@@ -97,7 +98,9 @@ Status Communicator::init(const UniqueId& id, const std::string& name_space, int
   nranks_ = nranks;
   id_ = id;
   name_space_ = name_space;
+  // The store lives as long as the communicators of the process that serves it.
   server_ = find_server(id.root);
+  if (server_) forget_server(id.root);
   wake_fd_.reset(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
   if (!wake_fd_.valid()) return errno_error("eventfd", errno);
   Deadline deadline = Deadline::after_ms(kTimeoutMs.get());
@@ -185,7 +188,7 @@ Status Communicator::connect_peers(const coll::Schedule& schedule, Deadline dead
       hello[0] = kHelloMagic;
       hello[1] = static_cast<uint32_t>(rank_);
       transport::Request* req = nullptr;
-      CIUIC_RETURN_IF_ERROR(peer.send->isend(hello, sizeof(hello), rank_, nullptr, &req)
+      CIUIC_RETURN_IF_ERROR(peer.send->isend(hello, sizeof(hello), kHelloTag, nullptr, &req)
                                 .prefix("greeting " + describe_peer(p)));
       bool done = false;
       while (req != nullptr && !done) {
@@ -207,9 +210,9 @@ Status Communicator::connect_peers(const coll::Schedule& schedule, Deadline dead
       if (greet.request == nullptr) {
         void* data = greet.words;
         size_t size = sizeof(greet.words);
-        int any_tag = transport::kAnyTag;  // the sender's tag is its rank, unknown here
+        int tag = kHelloTag;
         transport::MemoryRegion* region = nullptr;
-        CIUIC_RETURN_IF_ERROR(greet.channel->irecv(1, &data, &size, &any_tag, &region, &greet.request));
+        CIUIC_RETURN_IF_ERROR(greet.channel->irecv(1, &data, &size, &tag, &region, &greet.request));
         if (greet.request == nullptr) { ++g; continue; }
       }
       bool done = false;
