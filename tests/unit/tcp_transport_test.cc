@@ -531,7 +531,23 @@ TEST_F(TcpListenerHostileTest, WrongTokenIsRefusedAndTheListenerStillAccepts) {
 TEST_F(TcpListenerHostileTest, GarbageAndSlowClientsDoNotDelayAGoodOne) {
   std::unique_ptr<Listener> listener;
   ASSERT_TRUE(transport_->listen(0, &listener).ok());
-  std::string garbage_addr, slow_addr, truncated_addr;
+  std::string garbage_addr, slow_addr, truncated_addr, oversized_addr;
+  net::Fd oversized = raw_client(listener.get(), &oversized_addr);
+  {  // a well-formed response header announcing a 1000-byte payload (at most 256 allowed)
+    uint8_t challenge[24], response[32] = {};
+    ssize_t got = 0;
+    std::unique_ptr<RecvChannel> none;
+    for (int i = 0; i < 1000 && got < 24; ++i) {  // the listener sends it from accept()
+      ASSERT_TRUE(listener->accept(&none).ok());
+      ssize_t n = ::recv(oversized.get(), challenge + got, sizeof(challenge) - got, MSG_DONTWAIT);
+      if (n > 0) got += n;
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    ASSERT_EQ(got, 24);
+    std::memcpy(response, challenge, 6);  // magic and version
+    tcp::put_u16(response + 6, 1000);
+    ASSERT_EQ(::send(oversized.get(), response, sizeof(response), MSG_NOSIGNAL), 32);
+  }
   net::Fd garbage = raw_client(listener.get(), &garbage_addr);
   net::Fd slow = raw_client(listener.get(), &slow_addr);
   net::Fd truncated = raw_client(listener.get(), &truncated_addr);
@@ -569,6 +585,7 @@ TEST_F(TcpListenerHostileTest, GarbageAndSlowClientsDoNotDelayAGoodOne) {
   EXPECT_EQ(std::memcmp(in, out, 3), 0);
   EXPECT_TRUE(warned_about(garbage_addr)) << "garbage sender not named in a warning";
   EXPECT_TRUE(warned_about(truncated_addr)) << "truncated client not named in a warning";
+  EXPECT_TRUE(warned_about(oversized_addr)) << "oversized payload not named in a warning";
 }
 
 TEST_F(TcpListenerHostileTest, SilentClientsExpireAtTheHandshakeDeadline) {
