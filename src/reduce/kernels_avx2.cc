@@ -19,11 +19,13 @@ namespace ciuic::reduce {
 namespace {
 constexpr KernelTable kAvx2Table = make_kernel_table<F16cFloat16Path<F16cLanes>, 32>();
 }  // namespace
-
-const KernelTable* avx2_kernel_table() { return &kAvx2Table; }
-
 }  // namespace ciuic::reduce
 #pragma GCC pop_options
+
+// Outside the target region: callable on any CPU (reduce.cc checks the CPU first anyway).
+namespace ciuic::reduce {
+const KernelTable* avx2_kernel_table() { return &kAvx2Table; }
+}  // namespace ciuic::reduce
 
 #else
 namespace ciuic::reduce {

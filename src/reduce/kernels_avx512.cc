@@ -20,11 +20,13 @@ namespace ciuic::reduce {
 namespace {
 constexpr KernelTable kAvx512Table = make_kernel_table<F16cFloat16Path<F16cLanes>, 64>();
 }  // namespace
-
-const KernelTable* avx512_kernel_table() { return &kAvx512Table; }
-
 }  // namespace ciuic::reduce
 #pragma GCC pop_options
+
+// Outside the target region: callable on any CPU (reduce.cc checks the CPU first anyway).
+namespace ciuic::reduce {
+const KernelTable* avx512_kernel_table() { return &kAvx512Table; }
+}  // namespace ciuic::reduce
 
 #else
 namespace ciuic::reduce {

@@ -14,8 +14,10 @@ namespace ciuic::reduce {
 namespace {
 constexpr KernelTable kBaselineTable = make_kernel_table<SoftFloat16Path, 16>();
 }  // namespace
-
-const KernelTable* baseline_kernel_table() { return &kBaselineTable; }
-
 }  // namespace ciuic::reduce
 #pragma GCC pop_options
+
+// Outside the pragma region, like the AVX files, where that keeps the getter baseline code.
+namespace ciuic::reduce {
+const KernelTable* baseline_kernel_table() { return &kBaselineTable; }
+}  // namespace ciuic::reduce
