@@ -232,20 +232,23 @@ def markdown_for(collective, nranks, results):
     out = ["### %s, %d ranks" % (collective, nranks), ""]
     if not rows:
         return out + ["No results.", ""]
-    out.append("| size | ciuic busbw | MPI busbw | ciuic / MPI | Gloo busbw | ciuic / Gloo |")
-    out.append("|---:|---:|---:|---:|---:|---:|")
+    out.append("| size | ciuic µs | ciuic busbw | MPI µs | MPI busbw | ciuic / MPI "
+               "| Gloo µs | Gloo busbw | ciuic / Gloo |")
+    out.append("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for row in rows:
-        def bw(library):
+        def measured(library):
             m = row[library]
             if m is None:
-                return "—"
-            return "%.3f%s" % (m["busbw"], " (%d wrong!)" % m["wrong"] if m["wrong"] else "")
+                return "— | —"
+            wrong = " (%d wrong!)" % m["wrong"] if m["wrong"] else ""
+            return "%.1f | %.3f%s" % (m["time_us"], m["busbw"], wrong)
         out.append("| %s | %s | %s | %s | %s | %s |" % (
-            format_size(row["size"]), bw("ciuic"), bw("mpi"),
-            cell(row["busbw_ratio_mpi"], "%.2f"), bw("gloo"),
+            format_size(row["size"]), measured("ciuic"), measured("mpi"),
+            cell(row["busbw_ratio_mpi"], "%.2f"), measured("gloo"),
             cell(row["busbw_ratio_gloo"], "%.2f")))
     out.append("")
-    out.append("busbw in GB/s (out of place); a ratio above 1 means ciuic moves more.")
+    out.append("Time in µs, busbw in GB/s, out of place; a busbw ratio above 1 means ciuic "
+               "moves more.")
     small = small_message_row(rows)
     if small:
         times = ", ".join("%s %.1f us" % (LABELS[lib], small[lib]["time_us"])
@@ -284,8 +287,13 @@ def plot(all_results, path, log):
     keys = sorted(all_results)
     if not keys:
         return False
-    fig, axes = plt.subplots(1, len(keys), figsize=(5.5 * len(keys), 4.2), squeeze=False)
-    for ax, key in zip(axes[0], keys):
+    # One row per collective, one column per rank count.
+    collectives = sorted({k[0] for k in keys})
+    rank_counts = sorted({k[1] for k in keys})
+    fig, axes = plt.subplots(len(collectives), len(rank_counts), squeeze=False,
+                             figsize=(5.5 * len(rank_counts), 4.2 * len(collectives)))
+    for key in keys:
+        ax = axes[collectives.index(key[0])][rank_counts.index(key[1])]
         for library in LIBRARIES:
             result = all_results[key].get(library)
             if not result or not result["rows"]:

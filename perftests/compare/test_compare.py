@@ -80,7 +80,7 @@ class RatioTest(unittest.TestCase):
         self.assertIsNone(rows[4194304]["busbw_ratio_mpi"])  # MPI has no such size
         self.assertIsNone(rows[8]["busbw_ratio_gloo"])  # no Gloo at all
         text = "\n".join(compare.markdown_for("allreduce", 4, results))
-        self.assertIn("| 1M | 12.750 | 6.375 | 2.00 | — | — |", text)
+        self.assertIn("| 1M | 123.4 | 12.750 | 246.8 | 6.375 | 2.00 | — | — | — |", text)
         self.assertIn("3 wrong!", text)
         self.assertIn("time ratio ciuic / MPI 2.00", text)
 
