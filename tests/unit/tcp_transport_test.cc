@@ -69,13 +69,8 @@ Status connect_pair(Transport* t, ChannelPair* out, Listener* listener = nullptr
     connector->collect_poll_fds(&fds);
     sleep_on(fds);
   }
-  if (!s.ok()) {
-    // Unblock the acceptor: it gives up at its own deadline otherwise.
-    acceptor.join();
-    return s;
-  }
-  acceptor.join();
-  return accept_status;
+  acceptor.join();  // on a connect failure it gives up at its own deadline
+  return s.ok() ? accept_status : s;
 }
 
 template <typename ChannelT, typename SizeT>

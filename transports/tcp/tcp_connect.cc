@@ -13,7 +13,7 @@ namespace ciuic::transport::tcp {
 namespace {
 
 const config::IntParam kSockets{
-    "CIUIC_TCP_SOCKETS", 2,
+    "CIUIC_TCP_SOCKETS", 4,
     "TCP transport: sockets (stripes) per channel, 1..16; large messages are split over them"};
 const config::IntParam kMinStripeBytes{
     "CIUIC_TCP_MIN_STRIPE_BYTES", 256 * 1024,
