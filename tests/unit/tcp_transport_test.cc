@@ -199,21 +199,24 @@ void stream_random_messages(Transport* t, int count, size_t max_size, int depth)
     int64_t wrong = first_mismatch(buffers[slot].data(), got, static_cast<uint64_t>(i));
     if (wrong >= 0 && bad++ < 5) ADD_FAILURE() << "message " << i << " (" << got << " bytes) differs at " << wrong;
   };
-  for (int i = 0; i < count; ++i) {
-    size_t slot = static_cast<size_t>(i % depth);
-    if (inflight[slot] != nullptr) finish(slot);
-    if (::testing::Test::HasFatalFailure()) break;
-    size_t capacity = buffers[slot].size();
-    void* data = buffers[slot].data();
-    int tag = i % 5;
-    Request* r = nullptr;
-    ASSERT_TRUE(pair.recv->irecv(1, &data, &capacity, &tag, nullptr, &r).ok());
-    ASSERT_NE(r, nullptr);
-    inflight[slot] = r;
-    posted_for[slot] = i;
-  }
-  for (int i = std::max(0, count - depth); i < count && !::testing::Test::HasFatalFailure(); ++i)
-    finish(static_cast<size_t>(i % depth));  // drain in posting order
+  auto receive_all = [&] {  // ASSERTs return from here, so the sender is always joined
+    for (int i = 0; i < count; ++i) {
+      size_t slot = static_cast<size_t>(i % depth);
+      if (inflight[slot] != nullptr) finish(slot);
+      if (::testing::Test::HasFatalFailure()) break;
+      size_t capacity = buffers[slot].size();
+      void* data = buffers[slot].data();
+      int tag = i % 5;
+      Request* r = nullptr;
+      ASSERT_TRUE(pair.recv->irecv(1, &data, &capacity, &tag, nullptr, &r).ok());
+      ASSERT_NE(r, nullptr);
+      inflight[slot] = r;
+      posted_for[slot] = i;
+    }
+    for (int i = std::max(0, count - depth); i < count && !::testing::Test::HasFatalFailure(); ++i)
+      finish(static_cast<size_t>(i % depth));  // drain in posting order
+  };
+  receive_all();
   if (::testing::Test::HasFatalFailure()) pair.recv->abort("receiver test failed");
   sender.join();
   EXPECT_TRUE(send_status.ok()) << send_status.to_string();
@@ -342,6 +345,13 @@ TEST_F(TcpTransportTest, SendLargerThanReceiveIsAnErrorOnTheReceiver) {
   EXPECT_EQ(s.code(), CIUIC_ERR_INVALID_ARGUMENT) << s.to_string();
   EXPECT_NE(s.message().find("5000-byte message"), std::string::npos) << s.message();
   EXPECT_NE(s.message().find("1000-byte receive buffer"), std::string::npos) << s.message();
+  // The sender hears why instead of waiting on a stream nobody reads any more.
+  ASSERT_TRUE(wait_done(pair.send.get(), sr, static_cast<size_t*>(nullptr)).ok());
+  Request* next = nullptr;
+  Status sent = pair.send->isend(out.data(), 10, 4, nullptr, &next);
+  if (sent.ok()) sent = wait_done(pair.send.get(), next, static_cast<size_t*>(nullptr), 5000);
+  EXPECT_EQ(sent.code(), CIUIC_ERR_REMOTE) << sent.to_string();
+  EXPECT_NE(sent.message().find("1000-byte receive buffer"), std::string::npos) << sent.message();
 }
 
 TEST_F(TcpTransportTest, MoreThan32OutstandingRequestsAreRefusedUntilOneIsDone) {

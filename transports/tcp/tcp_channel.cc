@@ -31,7 +31,15 @@ std::string StripedChannel::describe() const {
          (stripes_.size() == 1 ? " socket)" : " sockets)");
 }
 
+void StripedChannel::shutdown_all() {
+  if (shut_down_) return;
+  shut_down_ = true;
+  // SHUT_RDWR sends what is queued, then FIN: the peer reads a queued frame before the end.
+  for (const net::Fd& fd : stripes_) ::shutdown(fd.get(), SHUT_RDWR);
+}
+
 void StripedChannel::send_abort_and_shutdown(std::string_view reason) {
+  if (shut_down_) return;
   if (reason.size() > kMaxAbortReason) reason = reason.substr(0, kMaxAbortReason);
   uint8_t frame[kFrameHeaderBytes + kMaxAbortReason];
   encode_frame({FrameType::kAbort, 0, reason.size()}, frame);
@@ -39,8 +47,7 @@ void StripedChannel::send_abort_and_shutdown(std::string_view reason) {
   size_t sent = 0;
   // Best effort: a full socket drops the reason and the peer sees a closed connection.
   (void)net::send_some(stripes_[0].get(), frame, kFrameHeaderBytes + reason.size(), &sent);
-  // SHUT_RDWR sends what is queued, then FIN: the peer reads the frame before the end.
-  for (const net::Fd& fd : stripes_) ::shutdown(fd.get(), SHUT_RDWR);
+  shutdown_all();
 }
 
 Status StripedChannel::read_abort_frame(bool* complete, bool* closed) {

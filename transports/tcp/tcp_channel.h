@@ -33,8 +33,9 @@ class StripedChannel {
   int stripe_count() const { return static_cast<int>(stripes_.size()); }
   std::string describe() const;
   // Writes an ABORT frame carrying `reason` on stripe 0 without waiting (dropped if the
-  // socket is full), then shuts every stripe down.
+  // socket is full), then shuts every stripe down. Only the first call does anything.
   void send_abort_and_shutdown(std::string_view reason);
+  void shutdown_all();
   // Reads the peer's ABORT frame from stripe 0 without waiting: *complete once all of it
   // arrived (abort_reason_ holds the reason), *closed when the peer closed the stream.
   // Anything else on that stream is an error.
@@ -45,7 +46,8 @@ class StripedChannel {
   std::string peer_;
   uint64_t min_stripe_bytes_;
   mutable std::mutex mutex_;
-  Status failed_;  // sticky: once set every later call returns it
+  Status failed_;           // sticky: once set every later call returns it
+  bool shut_down_ = false;  // the sockets were shut down (abort or failure)
   // The peer's ABORT frame, as it arrives.
   uint8_t abort_header_[kFrameHeaderBytes] = {};
   size_t abort_header_got_ = 0;

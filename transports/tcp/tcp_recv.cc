@@ -16,8 +16,8 @@ TcpRecvChannel::TcpRecvChannel(std::vector<net::Fd> stripes, std::string peer,
 
 void TcpRecvChannel::abort(std::string_view reason) {
   std::lock_guard<std::mutex> lock(mutex_);
-  if (!failed_.ok()) return;
-  failed_ = aborted_error("receive channel from " + describe() + " aborted: " + std::string(reason));
+  if (failed_.ok())
+    failed_ = aborted_error("receive channel from " + describe() + " aborted: " + std::string(reason));
   // Nothing else travels back on stripe 0, so the frame always starts on a boundary.
   send_abort_and_shutdown(reason);
 }
@@ -89,7 +89,12 @@ Status TcpRecvChannel::progress() {
     for (int stripe = 1; s.ok() && stripe < stripe_count(); ++stripe) s = pull_stripe(stripe, &moved);
     if (!s.ok() || !moved) break;
   }
-  if (!s.ok() && failed_.ok()) failed_ = s;
+  if (!s.ok() && failed_.ok()) {
+    failed_ = s;
+    // Tell the sender why (a size or tag mismatch is its business too) rather than let it
+    // wait on a stream nobody reads.
+    send_abort_and_shutdown(s.message());
+  }
   return failed_;
 }
 

@@ -21,8 +21,9 @@ TcpSendChannel::TcpSendChannel(std::vector<net::Fd> stripes, std::string peer,
 
 void TcpSendChannel::abort(std::string_view reason) {
   std::lock_guard<std::mutex> lock(mutex_);
-  if (!failed_.ok()) return;
-  failed_ = aborted_error("send channel to " + describe() + " aborted: " + std::string(reason));
+  if (shut_down_) return;
+  if (failed_.ok())
+    failed_ = aborted_error("send channel to " + describe() + " aborted: " + std::string(reason));
   // The ABORT frame must start at a frame boundary of stripe 0: finish the message that
   // stripe is in the middle of if the socket takes it now, else the reason cannot go.
   uint64_t seq = std::max(cursor_[0], base_seq_);
@@ -47,7 +48,7 @@ void TcpSendChannel::abort(std::string_view reason) {
   if (boundary) {
     send_abort_and_shutdown(reason);
   } else {
-    for (const net::Fd& fd : stripes_) ::shutdown(fd.get(), SHUT_RDWR);
+    shutdown_all();
   }
 }
 
@@ -113,7 +114,10 @@ Status TcpSendChannel::progress() {
     bool moved = false;
     s = push_stripe(stripe, &moved);
   }
-  if (!s.ok() && failed_.ok()) failed_ = s;
+  if (!s.ok() && failed_.ok()) {
+    failed_ = s;
+    shutdown_all();  // the peer sees the end instead of waiting on a stream that stopped
+  }
   return failed_;
 }
 
