@@ -1,116 +1,25 @@
-// The TCP transport over loopback: ranks are threads of this process, each side driving
-// its own channel and sleeping in poll() between progress calls.
+// The TCP transport's data path over loopback: ranks are threads of this process, each
+// side driving its own channel and sleeping in poll() between progress calls. Connection
+// setup and hostile clients: tcp_listener_test.cc.
 #include <gtest/gtest.h>
-#include <poll.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
-#include <atomic>
-#include <cstring>
-#include <mutex>
+#include <algorithm>
+#include <cmath>
 #include <random>
 #include <thread>
 
-#include "base/clock.h"
-#include "base/log.h"
-#include "base/net.h"
-#include "support/scoped_config.h"
-#include "transports/tcp/tcp_wire.h"
-#include "transports/transport.h"
+#include "unit/tcp_test_helpers.h"
 
 namespace ciuic::transport {
 namespace {
 
 using testing::ScopedConfig;
-
-constexpr int64_t kWaitMs = 20000;
-
-void sleep_on(const std::vector<pollfd>& collected) {
-  std::vector<pollfd> fds = collected;
-  if (fds.empty()) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    return;
-  }
-  ::poll(fds.data(), fds.size(), 50);
-}
-
-struct ChannelPair {
-  std::unique_ptr<SendChannel> send;
-  std::unique_ptr<RecvChannel> recv;
-};
-
-// Accepts on one thread while this one connects, as two ranks would.
-Status connect_pair(Transport* t, ChannelPair* out, Listener* listener = nullptr) {
-  std::unique_ptr<Listener> own;
-  if (listener == nullptr) {
-    CIUIC_RETURN_IF_ERROR(t->listen(0, &own));
-    listener = own.get();
-  }
-  Status accept_status;
-  std::thread acceptor([&] {
-    Deadline deadline = Deadline::after_ms(kWaitMs);
-    while (out->recv == nullptr && accept_status.ok()) {
-      accept_status = listener->accept(&out->recv);
-      if (out->recv != nullptr || !accept_status.ok()) break;
-      if (deadline.expired()) accept_status = timeout_error("accept timed out");
-      std::vector<pollfd> fds;
-      listener->collect_poll_fds(&fds);
-      sleep_on(fds);
-    }
-  });
-  std::unique_ptr<Connector> connector;
-  Status s = t->connect(0, listener->handle(), &connector);
-  Deadline deadline = Deadline::after_ms(kWaitMs);
-  while (s.ok() && out->send == nullptr) {
-    s = connector->progress(&out->send);
-    if (out->send != nullptr || !s.ok()) break;
-    if (deadline.expired()) s = timeout_error("connect timed out");
-    std::vector<pollfd> fds;
-    connector->collect_poll_fds(&fds);
-    sleep_on(fds);
-  }
-  acceptor.join();  // on a connect failure it gives up at its own deadline
-  return s.ok() ? accept_status : s;
-}
-
-template <typename ChannelT, typename SizeT>
-Status wait_done(ChannelT* channel, Request* request, SizeT* sizes, int64_t ms = kWaitMs) {
-  Deadline deadline = Deadline::after_ms(ms);
-  for (;;) {
-    bool done = false;
-    CIUIC_RETURN_IF_ERROR(channel->test(request, &done, sizes));
-    if (done) return Status::Ok();
-    if (deadline.expired()) return timeout_error("request not done in time");
-    std::vector<pollfd> fds;
-    channel->collect_poll_fds(&fds);
-    sleep_on(fds);
-  }
-}
-
-// Bytes that depend on (message, offset), so a misplaced or shifted piece is caught.
-uint8_t pattern(uint64_t message, uint64_t offset) {
-  uint64_t x = (message + 1) * 0x9E3779B97F4A7C15ULL ^ (offset >> 3) * 0xBF58476D1CE4E5B9ULL;
-  return static_cast<uint8_t>((x >> 29) ^ (x >> 47) ^ offset);
-}
-void fill(uint8_t* p, size_t size, uint64_t message) {
-  for (size_t i = 0; i < size; ++i) p[i] = pattern(message, i);
-}
-// The first wrong offset, or -1.
-int64_t first_mismatch(const uint8_t* p, size_t size, uint64_t message) {
-  for (size_t i = 0; i < size; ++i) {
-    if (p[i] != pattern(message, i)) return static_cast<int64_t>(i);
-  }
-  return -1;
-}
-
-class TcpTransportTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    ASSERT_TRUE(create_transport("tcp", TransportOptions{}, &transport_).ok());
-  }
-  ScopedConfig ifname_{"CIUIC_SOCKET_IFNAME", "lo"};
-  std::unique_ptr<Transport> transport_;
-};
+using tcp_test::ChannelPair;
+using tcp_test::connect_pair;
+using tcp_test::first_mismatch;
+using tcp_test::fill;
+using tcp_test::TcpTransportTest;
+using tcp_test::wait_done;
 
 TEST_F(TcpTransportTest, DeviceIsTheChosenInterfaceAndHostOnly) {
   DeviceProperties p;
@@ -120,24 +29,6 @@ TEST_F(TcpTransportTest, DeviceIsTheChosenInterfaceAndHostOnly) {
   EXPECT_EQ(p.max_recvs, 8);
   EXPECT_EQ(p.max_requests, 32);
   EXPECT_FALSE(transport_->device_properties(1, &p).ok());
-}
-
-TEST_F(TcpTransportTest, HandleFitsAndNamesTheLoopbackListener) {
-  static_assert(tcp::kHandleUsedBytes <= kHandleBytes);
-  std::unique_ptr<Listener> a, b;
-  ASSERT_TRUE(transport_->listen(0, &a).ok());
-  ASSERT_TRUE(transport_->listen(0, &b).ok());
-  tcp::HandleContents ca, cb;
-  ASSERT_TRUE(tcp::decode_handle(a->handle(), &ca).ok());
-  ASSERT_TRUE(tcp::decode_handle(b->handle(), &cb).ok());
-  EXPECT_TRUE(ca.address.is_loopback());  // bound to lo's address, not to every interface
-  EXPECT_NE(ca.address.port(), 0);
-  EXPECT_NE(ca.token, cb.token);  // each listener has its own token
-  for (size_t i = tcp::kHandleUsedBytes; i < kHandleBytes; ++i) EXPECT_EQ(a->handle().bytes[i], 0);
-  ConnectHandle bad = a->handle();
-  bad.bytes[0] ^= 0xff;
-  std::unique_ptr<Connector> c;
-  EXPECT_EQ(transport_->connect(0, bad, &c).code(), CIUIC_ERR_INVALID_ARGUMENT);
 }
 
 TEST_F(TcpTransportTest, ConnectAndAcceptFromTwoThreads) {
@@ -243,28 +134,6 @@ TEST_P(TcpStripesTest, StripedMessagesArriveIntact) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Stripes, TcpStripesTest, ::testing::Values(1, 2, 3, 8));
-
-TEST(TcpStripeLayout, CoversTheMessageInOrder) {
-  for (int stripes : {1, 2, 3, 8, 16}) {
-    for (uint64_t size : {0ull, 1ull, 4095ull, 65536ull, 1000003ull, 64ull << 20}) {
-      tcp::StripeLayout l = tcp::split_message(size, stripes, 65536);
-      ASSERT_GE(l.pieces, 1);
-      ASSERT_LE(l.pieces, stripes);
-      EXPECT_EQ(l.offset(0), 0u);
-      uint64_t total = 0;
-      for (int s = 0; s < stripes; ++s) {
-        if (s > 0 && l.length(s) > 0) {
-          EXPECT_EQ(l.offset(s), l.offset(s - 1) + l.length(s - 1));
-        }
-        total += l.length(s);
-      }
-      EXPECT_EQ(total, size);
-      if (size < 2 * 65536) {
-        EXPECT_EQ(l.pieces, 1) << "below two minimum pieces stays whole";
-      }
-    }
-  }
-}
 
 TEST_F(TcpTransportTest, GroupedReceivesPutEachTagInItsBuffer) {
   ChannelPair pair;
@@ -467,153 +336,35 @@ TEST_F(TcpTransportTest, ReceiverAbortReasonReachesTheSender) {
   EXPECT_NE(s.message().find("checkpoint failed on rank 1"), std::string::npos) << s.message();
 }
 
-// ---- hostile and broken clients ----
-
-std::mutex g_log_mutex;
-std::vector<std::string> g_warnings;
-void capture(log::Level level, uint32_t, const char*, int, const char* message) {
-  std::lock_guard<std::mutex> lock(g_log_mutex);
-  if (level == log::Level::kWarn) g_warnings.emplace_back(message);
-}
-bool warned_about(const std::string& text) {
-  std::lock_guard<std::mutex> lock(g_log_mutex);
-  for (const auto& w : g_warnings) {
-    if (w.find(text) != std::string::npos) return true;
-  }
-  return false;
-}
-
-class TcpListenerHostileTest : public TcpTransportTest {
- protected:
-  void SetUp() override {
-    TcpTransportTest::SetUp();
-    log::set_sink(&capture);
-    std::lock_guard<std::mutex> lock(g_log_mutex);
-    g_warnings.clear();
-  }
-  void TearDown() override { log::set_sink(nullptr); }
-
-  // A raw TCP client of the listener; returns its local address as text.
-  net::Fd raw_client(Listener* l, std::string* local) {
-    tcp::HandleContents h;
-    EXPECT_TRUE(tcp::decode_handle(l->handle(), &h).ok());
-    net::Fd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    EXPECT_EQ(::connect(fd.get(), h.address.sa(), h.address.length), 0);
-    net::SocketAddress me;
-    me.length = sizeof(me.storage);
-    ::getsockname(fd.get(), me.sa(), &me.length);
-    *local = me.to_string();
-    return fd;
-  }
-};
-
-TEST_F(TcpListenerHostileTest, WrongTokenIsRefusedAndTheListenerStillAccepts) {
-  std::unique_ptr<Listener> listener;
-  ASSERT_TRUE(transport_->listen(0, &listener).ok());
-  ConnectHandle forged = listener->handle();
-  forged.bytes[tcp::kHandleUsedBytes - 1] ^= 0x5a;  // last token byte
-  std::unique_ptr<Connector> intruder;
-  ASSERT_TRUE(transport_->connect(0, forged, &intruder).ok());
-  std::unique_ptr<SendChannel> never;
-  std::unique_ptr<RecvChannel> accepted;
-  Status s;
-  Deadline deadline = Deadline::after_ms(5000);
-  while (s.ok() && !deadline.expired()) {
-    ASSERT_TRUE(listener->accept(&accepted).ok());
-    EXPECT_EQ(accepted, nullptr);
-    s = intruder->progress(&never);
-    EXPECT_EQ(never, nullptr);
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
-  EXPECT_EQ(s.code(), CIUIC_ERR_INVALID_ARGUMENT) << s.to_string();
-  EXPECT_NE(s.message().find("secret mismatch"), std::string::npos) << s.message();
-  EXPECT_TRUE(warned_about("refused a connection from 127.0.0.1:"));
+TEST_F(TcpTransportTest, AbortFromAnotherThreadEndsAWaitingReceivePromptly) {
   ChannelPair pair;
-  Status good = connect_pair(transport_.get(), &pair, listener.get());
-  EXPECT_TRUE(good.ok()) << good.to_string();
-}
-
-TEST_F(TcpListenerHostileTest, GarbageAndSlowClientsDoNotDelayAGoodOne) {
-  std::unique_ptr<Listener> listener;
-  ASSERT_TRUE(transport_->listen(0, &listener).ok());
-  std::string garbage_addr, slow_addr, truncated_addr, oversized_addr;
-  net::Fd oversized = raw_client(listener.get(), &oversized_addr);
-  {  // a well-formed response header announcing a 1000-byte payload (at most 256 allowed)
-    uint8_t challenge[24], response[32] = {};
-    ssize_t got = 0;
-    std::unique_ptr<RecvChannel> none;
-    for (int i = 0; i < 1000 && got < 24; ++i) {  // the listener sends it from accept()
-      ASSERT_TRUE(listener->accept(&none).ok());
-      ssize_t n = ::recv(oversized.get(), challenge + got, sizeof(challenge) - got, MSG_DONTWAIT);
-      if (n > 0) got += n;
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    }
-    ASSERT_EQ(got, 24);
-    std::memcpy(response, challenge, 6);  // magic and version
-    tcp::put_u16(response + 6, 1000);
-    ASSERT_EQ(::send(oversized.get(), response, sizeof(response), MSG_NOSIGNAL), 32);
-  }
-  net::Fd garbage = raw_client(listener.get(), &garbage_addr);
-  net::Fd slow = raw_client(listener.get(), &slow_addr);
-  net::Fd truncated = raw_client(listener.get(), &truncated_addr);
-  std::vector<uint8_t> junk(4096);
-  net::random_bytes(junk.data(), junk.size());
-  ASSERT_EQ(::send(garbage.get(), junk.data(), junk.size(), MSG_NOSIGNAL), 4096);
-  ASSERT_EQ(::send(truncated.get(), junk.data(), 10, MSG_NOSIGNAL), 10);
-  truncated.reset();  // gone after 10 bytes of a 32-byte response
-  std::atomic<bool> stop{false};
-  std::thread trickle([&] {  // one byte a second, the classic slow-loris
-    while (!stop.load()) {
-      ::send(slow.get(), "x", 1, MSG_NOSIGNAL);
-      for (int i = 0; i < 100 && !stop.load(); ++i)
-        std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-  });
-  auto start = Clock::now();
-  ChannelPair pair;
-  Status good = connect_pair(transport_.get(), &pair, listener.get());
-  auto elapsed_ms =
-      std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start).count();
-  stop = true;
-  trickle.join();
-  ASSERT_TRUE(good.ok()) << good.to_string();
-  EXPECT_LT(elapsed_ms, 2000) << "a hostile client held up the good one";
-  // The good channel works.
-  uint8_t out[3] = {1, 2, 3}, in[3] = {};
-  void* data = in;
-  size_t cap = 3;
+  ASSERT_TRUE(connect_pair(transport_.get(), &pair).ok());
+  std::vector<uint8_t> in(size_t{1} << 20);
+  void* data = in.data();
+  size_t cap = in.size();
   int tag = 0;
-  Request *rr = nullptr, *sr = nullptr;
+  Request* rr = nullptr;
   ASSERT_TRUE(pair.recv->irecv(1, &data, &cap, &tag, nullptr, &rr).ok());
-  ASSERT_TRUE(pair.send->isend(out, 3, 0, nullptr, &sr).ok());
-  ASSERT_TRUE(wait_done(pair.recv.get(), rr, static_cast<size_t*>(nullptr)).ok());
-  EXPECT_EQ(std::memcmp(in, out, 3), 0);
-  EXPECT_TRUE(warned_about(garbage_addr)) << "garbage sender not named in a warning";
-  EXPECT_TRUE(warned_about(truncated_addr)) << "truncated client not named in a warning";
-  EXPECT_TRUE(warned_about(oversized_addr)) << "oversized payload not named in a warning";
-}
-
-TEST_F(TcpListenerHostileTest, SilentClientsExpireAtTheHandshakeDeadline) {
-  TransportOptions options;
-  options.handshake_timeout_ms = 300;
-  std::unique_ptr<Transport> quick;
-  ASSERT_TRUE(create_transport("tcp", options, &quick).ok());
-  std::unique_ptr<Listener> listener;
-  ASSERT_TRUE(quick->listen(0, &listener).ok());
-  std::string silent_addr;
-  net::Fd silent = raw_client(listener.get(), &silent_addr);
-  std::unique_ptr<RecvChannel> none;
-  Deadline deadline = Deadline::after_ms(3000);
-  while (!warned_about(silent_addr) && !deadline.expired()) {
-    ASSERT_TRUE(listener->accept(&none).ok());
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  std::thread aborter([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    pair.recv->abort("watchdog fired");
+  });
+  Deadline limit = Deadline::after_ms(2000);
+  Status s = wait_done(pair.recv.get(), rr, static_cast<size_t*>(nullptr), 5000);
+  EXPECT_FALSE(limit.expired());
+  aborter.join();
+  EXPECT_EQ(s.code(), CIUIC_ERR_ABORTED) << s.to_string();
+  EXPECT_NE(s.message().find("watchdog fired"), std::string::npos) << s.message();
+  Request* sr = nullptr;
+  uint8_t byte = 0;
+  Status sent = pair.send->isend(&byte, 1, 0, nullptr, &sr);
+  if (sent.ok()) sent = wait_done(pair.send.get(), sr, static_cast<size_t*>(nullptr), 5000);
+  if (sent.ok()) {  // the byte may have left before the abort was heard: the next one fails
+    sent = pair.send->isend(&byte, 1, 0, nullptr, &sr);
+    if (sent.ok()) sent = wait_done(pair.send.get(), sr, static_cast<size_t*>(nullptr), 5000);
   }
-  EXPECT_TRUE(warned_about(silent_addr)) << "the silent client was never expired";
-  // Its socket was closed by the listener.
-  char byte;
-  pollfd p{silent.get(), POLLIN, 0};
-  ASSERT_EQ(::poll(&p, 1, 1000), 1);
-  EXPECT_LE(::recv(silent.get(), &byte, 1, MSG_DONTWAIT), 24);  // the challenge, then EOF
+  EXPECT_EQ(sent.code(), CIUIC_ERR_REMOTE) << sent.to_string();
+  EXPECT_NE(sent.message().find("watchdog fired"), std::string::npos) << sent.message();
 }
 
 }  // namespace

@@ -57,7 +57,8 @@ class StripedChannel {
   std::string abort_reason() const { return std::string(abort_reason_, abort_reason_got_); }
 };
 
-// Moves the unsent tail of a stripe segment; the caller keeps the cursors.
+// One isend: its frame header, where its pieces go, and how much of each stripe's segment
+// (stripe 0: header + piece 0; stripe k: piece k) is written.
 struct SendRequest final : Request {
   const uint8_t* data = nullptr;
   uint64_t size = 0;
