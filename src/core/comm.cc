@@ -202,11 +202,12 @@ Status Communicator::connect_peers(const coll::Schedule& schedule, Deadline dead
       std::unique_ptr<transport::RecvChannel> channel;
       CIUIC_RETURN_IF_ERROR(listener_->accept(&channel).prefix("accepting a connection"));
       if (!channel) break;
-      greetings_.push_back(Greeting{std::move(channel), nullptr, {0, 0}});
+      greetings_.push_back(std::make_unique<Greeting>());
+      greetings_.back()->channel = std::move(channel);
       progressed = true;
     }
     for (size_t g = 0; g < greetings_.size();) {
-      Greeting& greet = greetings_[g];
+      Greeting& greet = *greetings_[g];
       if (greet.request == nullptr) {
         void* data = greet.words;
         size_t size = sizeof(greet.words);
@@ -259,7 +260,7 @@ Status Communicator::connect_peers(const coll::Schedule& schedule, Deadline dead
     listener_->collect_poll_fds(&fds);
     for (const Peer& peer : peers_)
       if (peer.connecting) peer.connecting->collect_poll_fds(&fds);
-    for (const Greeting& greet : greetings_) greet.channel->collect_poll_fds(&fds);
+    for (const auto& greet : greetings_) greet->channel->collect_poll_fds(&fds);
     fds.push_back(pollfd{wake_fd_.get(), POLLIN, 0});
     ::poll(fds.data(), fds.size(), deadline.poll_timeout_ms(50));
   }

@@ -121,7 +121,7 @@ class Communicator final : public coll::PeerLinks {
     transport::Request* request = nullptr;
     uint32_t words[2] = {0, 0};
   };
-  std::vector<Greeting> greetings_;
+  std::vector<std::unique_ptr<Greeting>> greetings_;  // stable addresses: receives land in them
 
   std::map<std::tuple<int, size_t, int, int, int, int, int, int>,
            std::shared_ptr<const coll::Schedule>>
