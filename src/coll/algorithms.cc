@@ -1,11 +1,25 @@
 #include "coll/algorithms.h"
 
+#include "base/config.h"
+#include "reduce/reduce.h"
+
 namespace ciuic::coll {
+namespace {
+
+// Where recursive doubling (log2 n rounds of the whole buffer) stops beating the ring
+// (2(n-1) steps of 1/n of it). Measured on loopback TCP: docs/tuning.md.
+const config::IntParam kSmallAllreduceBytes{
+    "CIUIC_ALLREDUCE_SMALL_BYTES", 32768,
+    "All-reduces up to this many bytes use recursive doubling (fewer, larger messages) "
+    "instead of the ring"};
+
+}  // namespace
 
 // One line per algorithm; the first entry of a collective is its default.
 const std::vector<AlgorithmEntry>& registered_algorithms() {
   static const std::vector<AlgorithmEntry> table = {
       {Collective::kAllreduce, "ring", &build_ring_allreduce},
+      {Collective::kAllreduce, "recursive_doubling", &build_recursive_doubling_allreduce},
       {Collective::kReduceScatter, "ring", &build_ring_reduce_scatter},
       {Collective::kAllgather, "ring", &build_ring_allgather},
       {Collective::kBroadcast, "chain", &build_chain_broadcast},
@@ -18,11 +32,22 @@ const std::vector<AlgorithmEntry>& registered_algorithms() {
   return table;
 }
 
+const char* default_algorithm(const CollectiveArgs& args) {
+  const size_t bytes = args.count * reduce::datatype_size(args.datatype);
+  if (args.collective == Collective::kAllreduce && args.nranks > 2 &&
+      bytes <= static_cast<size_t>(kSmallAllreduceBytes.get()))
+    return "recursive_doubling";
+  for (const AlgorithmEntry& e : registered_algorithms())
+    if (e.collective == args.collective) return e.name;
+  return "";
+}
+
 Status build_schedule(const CollectiveArgs& args, std::string_view algorithm, Schedule* out) {
+  if (algorithm.empty() || algorithm == "auto") algorithm = default_algorithm(args);
   std::string known;
   for (const AlgorithmEntry& e : registered_algorithms()) {
     if (e.collective != args.collective) continue;
-    if (algorithm.empty() || algorithm == "auto" || algorithm == e.name) {
+    if (algorithm == e.name) {
       *out = Schedule{};
       out->algorithm = e.name;
       out->collective = args.collective;

@@ -21,11 +21,15 @@ struct AlgorithmEntry {
 
 const std::vector<AlgorithmEntry>& registered_algorithms();
 
-// Builds args' schedule with `algorithm` ("" or "auto": the default for the collective).
+// The algorithm "auto" picks for these arguments.
+const char* default_algorithm(const CollectiveArgs& args);
+
+// Builds args' schedule with `algorithm` ("" or "auto": default_algorithm(args)).
 // Unknown names are an error that lists the known ones.
 Status build_schedule(const CollectiveArgs& args, std::string_view algorithm, Schedule* out);
 
 Status build_ring_allreduce(const CollectiveArgs& a, Schedule* s);
+Status build_recursive_doubling_allreduce(const CollectiveArgs& a, Schedule* s);
 Status build_ring_reduce_scatter(const CollectiveArgs& a, Schedule* s);
 Status build_ring_allgather(const CollectiveArgs& a, Schedule* s);
 Status build_chain_broadcast(const CollectiveArgs& a, Schedule* s);

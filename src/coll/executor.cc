@@ -1,6 +1,7 @@
 #include "coll/executor.h"
 
 #include <poll.h>
+#include <sched.h>
 
 #include <cstring>
 #include <deque>
@@ -253,7 +254,14 @@ Status Run::go() {
       return timeout_error(o_.label + " timed out on rank " + std::to_string(s_.rank) + ": " +
                            waiting_on() + " (CIUIC_TIMEOUT_MS)");
     }
-    if (++idle > o_.spin_before_sleep) CIUIC_RETURN_IF_ERROR(sleep_until_ready());
+    // Idle: poll a little, then yield the core (ranks may outnumber cores), then sleep
+    // in poll() until a channel is ready.
+    ++idle;
+    if (idle > o_.spin_before_sleep) {
+      CIUIC_RETURN_IF_ERROR(sleep_until_ready());
+    } else if (idle > 16) {
+      sched_yield();
+    }
   }
   return Status::Ok();
 }

@@ -27,9 +27,9 @@ const config::IntParam kScratchSlots{
 const config::IntParam kMaxInFlight{
     "CIUIC_MAX_IN_FLIGHT", 8, "Sends (and receives) in flight per peer during a collective"};
 const config::IntParam kSpinCount{
-    "CIUIC_SPIN_COUNT", 64,
-    "Idle polling rounds before a waiting rank sleeps in poll() (lower saves CPU, higher cuts "
-    "latency)"};
+    "CIUIC_SPIN_COUNT", 1000,
+    "Idle polling rounds (after the first 16, each yields the core) before a waiting rank "
+    "sleeps in poll(): lower saves CPU, higher cuts latency"};
 const config::StringParam kAlgo{
     "CIUIC_ALGO", "",
     "Force algorithms: a name for every collective that has it (ring), or per collective "
