@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs what ciuic needs (Debian/Ubuntu packages, as root) and builds it into ./build.
+# Safe to run again: packages already present are skipped, the build is incremental.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(build-essential cmake ninja-build ccache pkg-config python3 python3-matplotlib
+          googletest libgtest-dev libgmock-dev libbenchmark-dev
+          openmpi-bin libopenmpi-dev libgloo-dev iproute2)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "setup: missing packages: ${missing[*]} — run as root (or: sudo apt-get install ${missing[*]})" >&2
+    exit 1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+build_type=${CIUIC_BUILD_TYPE:-RelWithDebInfo}
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE="$build_type" -DCIUIC_WERROR=ON >/dev/null
+cmake --build build -j "$(nproc)"
