@@ -34,7 +34,7 @@ const std::vector<AlgorithmEntry>& registered_algorithms() {
 
 const char* default_algorithm(const CollectiveArgs& args) {
   const size_t bytes = args.count * reduce::datatype_size(args.datatype);
-  if (args.collective == Collective::kAllreduce && args.nranks > 2 &&
+  if (args.collective == Collective::kAllreduce &&
       bytes <= static_cast<size_t>(kSmallAllreduceBytes.get()))
     return "recursive_doubling";
   for (const AlgorithmEntry& e : registered_algorithms())
@@ -55,7 +55,9 @@ Status build_schedule(const CollectiveArgs& args, std::string_view algorithm, Sc
       out->nranks = args.nranks;
       out->datatype = args.datatype;
       out->op = args.op;
-      return e.build(args, out);
+      CIUIC_RETURN_IF_ERROR(e.build(args, out));
+      out->finalize();
+      return Status::Ok();
     }
     known += std::string(known.empty() ? "" : ", ") + e.name;
   }

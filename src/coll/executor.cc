@@ -5,7 +5,6 @@
 
 #include <cstring>
 #include <deque>
-#include <map>
 #include <vector>
 
 #include "base/log.h"
@@ -21,7 +20,8 @@ struct InFlight {
 
 // The per-peer, per-direction queue of network steps in schedule order.
 struct Lane {
-  std::vector<uint32_t> steps;
+  const std::vector<uint32_t>* steps_list = nullptr;  // owned by the Schedule
+  const std::vector<uint32_t>& steps() const { return *steps_list; }
   size_t next_to_post = 0;
   std::deque<InFlight> in_flight;
   size_t completed = 0;
@@ -64,8 +64,7 @@ class Run {
   const std::vector<Buffers>& b_;
   PeerLinks& links_;
   const ExecOptions& o_;
-  std::vector<uint32_t> missing_;               // unfinished dependencies per step
-  std::vector<std::vector<uint32_t>> dependents_;
+  std::vector<uint32_t> missing_;  // unfinished dependencies per step
   std::vector<uint32_t> ready_local_;
   std::vector<PeerState> peers_;
   size_t done_ = 0;
@@ -75,7 +74,8 @@ bool is_network(StepKind k) { return k == StepKind::kSend || k == StepKind::kRec
 
 void Run::complete(uint32_t step) {
   ++done_;
-  for (uint32_t d : dependents_[step]) {
+  for (uint32_t k = s_.dependents_begin[step]; k < s_.dependents_begin[step + 1]; ++k) {
+    const uint32_t d = s_.dependents[k];
     if (--missing_[d] == 0 && !is_network(s_.steps[d].kind)) ready_local_.push_back(d);
   }
 }
@@ -105,9 +105,9 @@ Status Run::fail(Status s, int peer, const char* what) {
 }
 
 Status Run::post(PeerState& p, bool* progressed) {
-  while (p.send.next_to_post < p.send.steps.size() &&
+  while (p.send.next_to_post < p.send.steps().size() &&
          p.send.in_flight.size() < static_cast<size_t>(o_.max_in_flight)) {
-    uint32_t i = p.send.steps[p.send.next_to_post];
+    uint32_t i = p.send.steps()[p.send.next_to_post];
     if (missing_[i] != 0) break;
     const Step& st = s_.steps[i];
     transport::Request* req = nullptr;
@@ -118,9 +118,9 @@ Status Run::post(PeerState& p, bool* progressed) {
     ++p.send.next_to_post;
     *progressed = true;
   }
-  while (p.recv.next_to_post < p.recv.steps.size() &&
+  while (p.recv.next_to_post < p.recv.steps().size() &&
          p.recv.in_flight.size() < static_cast<size_t>(o_.max_in_flight)) {
-    uint32_t i = p.recv.steps[p.recv.next_to_post];
+    uint32_t i = p.recv.steps()[p.recv.next_to_post];
     if (missing_[i] != 0) break;
     const Step& st = s_.steps[i];
     transport::Request* req = nullptr;
@@ -174,15 +174,15 @@ Status Run::test(PeerState& p, bool* progressed) {
 std::string Run::waiting_on() const {
   std::string out;
   for (const PeerState& p : peers_) {
-    if (p.recv.completed < p.recv.steps.size()) {
+    if (p.recv.completed < p.recv.steps().size()) {
       out += (out.empty() ? "" : "; ") + std::string("no data yet from ") +
              links_.describe_peer(p.peer) + " (" + std::to_string(p.recv.completed) + " of " +
-             std::to_string(p.recv.steps.size()) + " receives done)";
+             std::to_string(p.recv.steps().size()) + " receives done)";
     }
-    if (p.send.completed < p.send.steps.size()) {
+    if (p.send.completed < p.send.steps().size()) {
       out += (out.empty() ? "" : "; ") + std::string("sends to ") + links_.describe_peer(p.peer) +
              " not drained (" + std::to_string(p.send.completed) + " of " +
-             std::to_string(p.send.steps.size()) + " done)";
+             std::to_string(p.send.steps().size()) + " done)";
     }
   }
   return out;
@@ -203,31 +203,24 @@ Status Run::sleep_until_ready() {
 
 Status Run::go() {
   const size_t n = s_.steps.size();
+  if (s_.dependents_begin.size() != n + 1)
+    return internal_error(o_.label + ": schedule was not finalized");
   missing_.resize(n);
-  dependents_.resize(n);
-  std::map<int, size_t> peer_index;
   for (uint32_t i = 0; i < n; ++i) {
-    const Step& st = s_.steps[i];
-    missing_[i] = st.dep_count;
-    for (uint32_t d = 0; d < st.dep_count; ++d) dependents_[s_.deps[st.dep_begin + d]].push_back(i);
-    if (is_network(st.kind)) {
-      auto [it, fresh] = peer_index.emplace(st.peer, peers_.size());
-      if (fresh) {
-        PeerState p;
-        p.peer = st.peer;
-        peers_.push_back(std::move(p));
-      }
-      PeerState& p = peers_[it->second];
-      (st.kind == StepKind::kSend ? p.send : p.recv).steps.push_back(i);
-    } else if (st.dep_count == 0) {
-      ready_local_.push_back(i);
-    }
+    missing_[i] = s_.steps[i].dep_count;
+    if (missing_[i] == 0 && !is_network(s_.steps[i].kind)) ready_local_.push_back(i);
+  }
+  peers_.resize(s_.peers.size());
+  for (size_t k = 0; k < s_.peers.size(); ++k) {
+    peers_[k].peer = s_.peers[k].peer;
+    peers_[k].send.steps_list = &s_.peers[k].sends;
+    peers_[k].recv.steps_list = &s_.peers[k].recvs;
   }
   for (PeerState& p : peers_) {
-    if (!p.send.steps.empty()) p.send_channel = links_.send_channel(p.peer);
-    if (!p.recv.steps.empty()) p.recv_channel = links_.recv_channel(p.peer);
-    if ((!p.send.steps.empty() && p.send_channel == nullptr) ||
-        (!p.recv.steps.empty() && p.recv_channel == nullptr))
+    if (!p.send.steps().empty()) p.send_channel = links_.send_channel(p.peer);
+    if (!p.recv.steps().empty()) p.recv_channel = links_.recv_channel(p.peer);
+    if ((!p.send.steps().empty() && p.send_channel == nullptr) ||
+        (!p.recv.steps().empty() && p.recv_channel == nullptr))
       return internal_error(o_.label + ": no connection to " + links_.describe_peer(p.peer));
   }
   int idle = 0;

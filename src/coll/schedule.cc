@@ -31,6 +31,30 @@ uint32_t Schedule::add(Step step, const std::vector<uint32_t>& after) {
   return static_cast<uint32_t>(steps.size() - 1);
 }
 
+void Schedule::finalize() {
+  const size_t n = steps.size();
+  dependents_begin.assign(n + 1, 0);
+  for (const Step& st : steps)
+    for (uint32_t d = 0; d < st.dep_count; ++d) ++dependents_begin[deps[st.dep_begin + d] + 1];
+  for (size_t i = 0; i < n; ++i) dependents_begin[i + 1] += dependents_begin[i];
+  dependents.assign(deps.size(), 0);
+  std::vector<uint32_t> fill(dependents_begin.begin(), dependents_begin.end() - 1);
+  peers.clear();
+  for (uint32_t i = 0; i < n; ++i) {
+    const Step& st = steps[i];
+    for (uint32_t d = 0; d < st.dep_count; ++d) dependents[fill[deps[st.dep_begin + d]]++] = i;
+    if (st.kind != StepKind::kSend && st.kind != StepKind::kRecv) continue;
+    PeerSteps* p = nullptr;
+    for (auto& q : peers)
+      if (q.peer == st.peer) p = &q;
+    if (p == nullptr) {
+      peers.push_back(PeerSteps{st.peer, {}, {}});
+      p = &peers.back();
+    }
+    (st.kind == StepKind::kSend ? p->sends : p->recvs).push_back(i);
+  }
+}
+
 namespace {
 const char* buffer_name(Buffer b) {
   switch (b) {

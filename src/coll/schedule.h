@@ -64,6 +64,19 @@ struct Schedule {
   uint32_t add(Step step, const std::vector<uint32_t>& after);
   // One line per step, for tests and `--dump-schedule`.
   std::string to_string() const;
+
+  // Derived once by finalize() (build_schedule calls it), so that running a cached
+  // schedule allocates next to nothing: who waits for each step (CSR), and each peer's
+  // sends and receives in order.
+  struct PeerSteps {
+    int peer = -1;
+    std::vector<uint32_t> sends;
+    std::vector<uint32_t> recvs;
+  };
+  std::vector<uint32_t> dependents;
+  std::vector<uint32_t> dependents_begin;  // steps.size() + 1 entries
+  std::vector<PeerSteps> peers;
+  void finalize();
 };
 
 // What a builder needs to know about one call.

@@ -166,6 +166,11 @@ Status Communicator::connect_peers(const coll::Schedule& schedule, Deadline dead
     if (st.kind == coll::StepKind::kSend) need_send[st.peer] = true;
     if (st.kind == coll::StepKind::kRecv) need_recv[st.peer] = true;
   }
+  bool connected = true;
+  for (int p = 0; p < nranks_ && connected; ++p)
+    connected = (!need_send[p] || (peers_[p].send && peers_[p].hello_sent)) &&
+                (!need_recv[p] || peers_[p].recv);
+  if (connected) return Status::Ok();  // the common case: no syscall, no accept() polling
   int idle = 0;
   for (;;) {
     bool missing = false, progressed = false;
@@ -318,6 +323,7 @@ Status Communicator::execute(const std::vector<std::shared_ptr<Operation>>& ops)
       }
       buffers.push_back(ops[i]->buffers);
     }
+    group->finalize();
     schedule = group;
     label = "group of " + std::to_string(ops.size()) + " send/recv #" + std::to_string(first.seq) +
             "-#" + std::to_string(ops.back()->seq);
