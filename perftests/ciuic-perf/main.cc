@@ -6,6 +6,8 @@
 #include <string>
 
 #include "base/config.h"
+#include "coll/algorithms.h"
+#include "reduce/reduce.h"
 #include "core/bootstrap.h"
 #include "launch.h"
 #include "options.h"
@@ -19,6 +21,50 @@ void print_config() {
                 p->default_text().empty() ? "\"\"" : p->default_text().c_str(),
                 p->is_set() ? ", set" : "", p->doc());
   }
+}
+
+// Prints rank 0's schedule for the smallest size: what the algorithm will do, step by
+// step, without starting any rank.
+int dump_schedule(const ciuic::perf::Options& o) {
+  using namespace ciuic;
+  static const struct {
+    const char* command;
+    coll::Collective collective;
+  } kMap[] = {{"allreduce", coll::Collective::kAllreduce},   {"allgather", coll::Collective::kAllgather},
+              {"reduce_scatter", coll::Collective::kReduceScatter}, {"broadcast", coll::Collective::kBroadcast},
+              {"reduce", coll::Collective::kReduce},         {"alltoall", coll::Collective::kAlltoall}};
+  coll::CollectiveArgs args;
+  bool found = false;
+  for (const auto& m : kMap) {
+    if (o.command == m.command) {
+      args.collective = m.collective;
+      found = true;
+    }
+  }
+  if (!found) {
+    std::fprintf(stderr, "ciuic-perf: --dump-schedule works for the collectives, not %s\n", o.command.c_str());
+    return 2;
+  }
+  const size_t elem = reduce::datatype_size(o.datatype);
+  const bool per_rank = args.collective == coll::Collective::kAllgather ||
+                        args.collective == coll::Collective::kReduceScatter ||
+                        args.collective == coll::Collective::kAlltoall;
+  args.nranks = o.nranks;
+  args.count = o.min_bytes / elem / (per_rank ? static_cast<size_t>(o.nranks) : 1);
+  args.datatype = o.datatype;
+  args.op = o.op;
+  args.root = o.root;
+  int64_t chunk = 1 << 20;
+  if (const config::Param* p = config::find_param("CIUIC_CHUNK_BYTES")) config::parse_int(p->current_text(), &chunk);
+  args.chunk_bytes = static_cast<size_t>(chunk);
+  coll::Schedule schedule;
+  Status s = coll::build_schedule(args, o.algo, &schedule);
+  if (!s.ok()) {
+    std::fprintf(stderr, "ciuic-perf: %s\n", s.message().c_str());
+    return 2;
+  }
+  std::printf("%s", schedule.to_string().c_str());
+  return 0;
 }
 
 std::string self_path(const char* argv0) {
@@ -49,6 +95,7 @@ int main(int argc, char** argv) {
     print_config();
     return 0;
   }
+  if (options.dump_schedule) return dump_schedule(options);
   core::LaunchInfo info;
   if (!core::read_launch_env(&info).ok()) {
     // Nobody launched us as a rank: start the ranks here, each a copy of this command.
