@@ -126,6 +126,7 @@ ciuic_result_t issue(ciuic_comm* handle, const Call& call, ciuic_request_t* requ
 
 ciuic_result_t issue_nonblocking(ciuic_comm* handle, const Call& call, ciuic_request_t* request) {
   if (request == nullptr) return record(handle, invalid_argument("request (output) is NULL"));
+  *request = nullptr;  // a rejected call leaves nothing to wait on, like init and split
   return issue(handle, call, request);
 }
 
