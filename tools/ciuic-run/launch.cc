@@ -104,6 +104,15 @@ std::vector<std::string> rank_environment(const LaunchOptions& options, int rank
   overrides.push_back("CIUIC_ROOT=" + root);
   overrides.push_back("CIUIC_SECRET=" + secret);
 
+  // Every rank runs on this machine: unless told otherwise, their traffic stays on
+  // loopback, like the bootstrap root.
+  bool ifname_given = false;
+  for (const std::string& o : overrides) ifname_given |= env_name(o) == "CIUIC_SOCKET_IFNAME";
+  for (char** entry = environ; entry != nullptr && *entry != nullptr; ++entry)
+    ifname_given |= env_name(*entry) == "CIUIC_SOCKET_IFNAME";
+  if (!ifname_given && (options.root_host.rfind("127.", 0) == 0 || options.root_host == "localhost"))
+    overrides.push_back("CIUIC_SOCKET_IFNAME=lo");
+
   std::vector<std::string> env;
   for (char** entry = environ; entry != nullptr && *entry != nullptr; ++entry) {
     std::string inherited(*entry);
