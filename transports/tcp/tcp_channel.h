@@ -157,6 +157,12 @@ class TcpRecvChannel final : public RecvChannel, private StripedChannel {
   uint64_t stripe0_seq_ = 0;  // the message whose first piece stripe 0 is reading
   uint8_t header_[kFrameHeaderBytes] = {};
   size_t header_got_ = 0;
+  // Stripe 0 reads small things (headers, small payloads) through this window, so a
+  // small message costs one recv() instead of one per field. Large payloads bypass it.
+  // Whenever read_into() stops short, the window is empty: poll() on the socket stays true.
+  uint8_t inbox_[4096];
+  size_t inbox_begin_ = 0;
+  size_t inbox_end_ = 0;
   bool draining_for_abort_ = false;
   bool peer_aborted_ = false;
 };

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstring>
 
 #include "transports/tcp/tcp_channel.h"
 
@@ -102,9 +103,23 @@ Status TcpRecvChannel::read_into(int stripe, uint8_t* data, size_t size, size_t*
   *got = 0;
   *eof = false;
   while (*got < size) {
-    ssize_t n = ::recv(stripes_[stripe].get(), data + *got, size - *got, MSG_DONTWAIT);
+    if (stripe == 0 && inbox_begin_ < inbox_end_) {
+      const size_t n = std::min(size - *got, inbox_end_ - inbox_begin_);
+      std::memcpy(data + *got, inbox_ + inbox_begin_, n);
+      inbox_begin_ += n;
+      *got += n;
+      continue;
+    }
+    const bool staged = stripe == 0 && size - *got < sizeof(inbox_);
+    ssize_t n = staged ? ::recv(stripes_[0].get(), inbox_, sizeof(inbox_), MSG_DONTWAIT)
+                       : ::recv(stripes_[stripe].get(), data + *got, size - *got, MSG_DONTWAIT);
     if (n > 0) {
-      *got += static_cast<size_t>(n);
+      if (staged) {
+        inbox_begin_ = 0;
+        inbox_end_ = static_cast<size_t>(n);
+      } else {
+        *got += static_cast<size_t>(n);
+      }
       continue;
     }
     if (n == 0 || errno == ECONNRESET) {
