@@ -71,6 +71,18 @@ std::string size_text(size_t bytes) {
   return std::to_string(bytes) + " B";
 }
 
+// The innermost "rank N failed: ..." a message carries (the reason break_with sends), or
+// "" when the failure started here.
+std::string original_failure(const std::string& message) {
+  size_t found = std::string::npos;
+  for (size_t at = message.find("rank "); at != std::string::npos; at = message.find("rank ", at + 1)) {
+    size_t end = at + 5;
+    while (end < message.size() && message[end] >= '0' && message[end] <= '9') ++end;
+    if (end > at + 5 && message.compare(end, 9, " failed: ") == 0) found = at;
+  }
+  return found == std::string::npos ? std::string() : message.substr(found);
+}
+
 }  // namespace
 
 std::string configured_transport() { return kTransport.get(); }
@@ -359,8 +371,11 @@ void Communicator::break_with(const Status& error) {
   }
   CIUIC_LOG_WARN(log::kColl, "rank %d: %s", rank_, error.message().c_str());
   // Tell every connected peer, so an error travels to ranks that never talked to the
-  // culprit instead of leaving them to time out.
-  std::string reason = "rank " + std::to_string(rank_) + " failed: " + error.message();
+  // culprit instead of leaving them to time out. An error that came from a peer passes
+  // that peer's reason on unchanged: prefixed at every hop, the culprit would fall off
+  // the end of the transport's bounded reason after two or three hops.
+  std::string reason = original_failure(error.message());
+  if (reason.empty()) reason = "rank " + std::to_string(rank_) + " failed: " + error.message();
   for (Peer& p : peers_) {
     if (p.send) p.send->abort(reason);
     if (p.recv) p.recv->abort(reason);
