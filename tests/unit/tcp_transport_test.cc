@@ -303,6 +303,36 @@ TEST_F(TcpTransportTest, SenderGoneMidTransferFailsTheReceiver) {
       << s.message();
 }
 
+// The last message of a sender that leaves at once: its socket 0 ends (cleanly) while
+// the message's pieces on the other sockets are still to be read. That end is no error.
+TEST_F(TcpTransportTest, SenderLeavingRightAfterItsLastSendLosesNothing) {
+  ScopedConfig sockets("CIUIC_TCP_SOCKETS", "4");
+  ChannelPair pair;
+  ASSERT_TRUE(connect_pair(transport_.get(), &pair).ok());
+  std::vector<uint8_t> out(size_t{1} << 20);  // four 256 KiB pieces: all fit the socket buffers
+  fill(out.data(), out.size(), 7);
+  Request* sr = nullptr;
+  ASSERT_TRUE(pair.send->isend(out.data(), out.size(), 0, nullptr, &sr).ok());
+  ASSERT_NE(sr, nullptr);
+  ASSERT_TRUE(wait_done(pair.send.get(), sr, static_cast<size_t*>(nullptr)).ok());
+  pair.send.reset();  // the sender is gone before the receiver reads anything
+  std::vector<uint8_t> in(out.size());
+  void* data = in.data();
+  size_t cap = in.size();
+  int tag = 0;
+  Request* rr = nullptr;
+  ASSERT_TRUE(pair.recv->irecv(1, &data, &cap, &tag, nullptr, &rr).ok());
+  size_t got = 0;
+  Status s = wait_done(pair.recv.get(), rr, &got);
+  ASSERT_TRUE(s.ok()) << s.to_string();
+  EXPECT_EQ(got, out.size());
+  EXPECT_EQ(first_mismatch(in.data(), in.size(), 7), -1);
+  // A further receive can never be filled: that is the error.
+  ASSERT_TRUE(pair.recv->irecv(1, &data, &cap, &tag, nullptr, &rr).ok());
+  s = wait_done(pair.recv.get(), rr, &got, 5000);
+  EXPECT_EQ(s.code(), CIUIC_ERR_REMOTE) << s.to_string();
+}
+
 TEST_F(TcpTransportTest, SenderAbortReasonReachesTheReceiver) {
   ChannelPair pair;
   ASSERT_TRUE(connect_pair(transport_.get(), &pair).ok());

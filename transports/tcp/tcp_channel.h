@@ -144,6 +144,7 @@ class TcpRecvChannel final : public RecvChannel, private StripedChannel {
   void piece_done(IncomingMessage* message);
   // recv() into [data, data+size); *eof when the peer closed.
   Status read_into(int stripe, uint8_t* data, size_t size, size_t* got, bool* eof);
+  bool waiting_for_header() const;  // a posted receive still needs a message
   Status closed_by_peer(int stripe);
   uint64_t bytes_in_flight(int stripe) const;
   IncomingMessage* message(uint64_t seq) { return &incoming_[seq - base_seq_]; }
@@ -160,6 +161,8 @@ class TcpRecvChannel final : public RecvChannel, private StripedChannel {
   // Stripe 0 reads small things (headers, small payloads) through this window, so a
   // small message costs one recv() instead of one per field. Large payloads bypass it.
   // Whenever read_into() stops short, the window is empty: poll() on the socket stays true.
+  bool end_was_reset_ = false;  // the last end of stream was a reset, not a close
+  bool stripe0_ended_ = false;  // the sender closed stripe 0 between two messages
   uint8_t inbox_[4096];
   size_t inbox_begin_ = 0;
   size_t inbox_end_ = 0;

@@ -27,7 +27,7 @@ void TcpRecvChannel::collect_poll_fds(std::vector<pollfd>* fds) const {
   std::lock_guard<std::mutex> lock(mutex_);
   if (!failed_.ok()) return;
   bool holding_header = stripe0_ == Stripe0::kHeader && header_got_ == kFrameHeaderBytes;
-  if (!holding_header) fds->push_back(pollfd{stripes_[0].get(), POLLIN, 0});
+  if (!holding_header && !stripe0_ended_) fds->push_back(pollfd{stripes_[0].get(), POLLIN, 0});
   for (int s = 1; s < stripe_count(); ++s) {
     for (uint64_t q = std::max(cursor_[s], base_seq_); q < end_seq(); ++q) {
       const IncomingMessage& m = incoming_[q - base_seq_];
@@ -124,6 +124,7 @@ Status TcpRecvChannel::read_into(int stripe, uint8_t* data, size_t size, size_t*
     }
     if (n == 0 || errno == ECONNRESET) {
       *eof = true;
+      end_was_reset_ = n < 0;
       return Status::Ok();
     }
     if (errno == EINTR) continue;
@@ -140,11 +141,18 @@ Status TcpRecvChannel::pull_stripe0(bool* moved) {
     bool eof = false;
     switch (stripe0_) {
       case Stripe0::kHeader: {
+        if (stripe0_ended_) return waiting_for_header() ? closed_by_peer(0) : Status::Ok();
         if (header_got_ < kFrameHeaderBytes) {
           CIUIC_RETURN_IF_ERROR(read_into(0, header_ + header_got_,
                                           kFrameHeaderBytes - header_got_, &got, &eof));
           header_got_ += got;
           *moved |= got > 0;
+          if (header_got_ == 0 && eof) {
+            // A clean end between messages: the sender sent its last message and left.
+            // Pieces of that message may still be on their way on the other sockets.
+            stripe0_ended_ = true;
+            continue;
+          }
           if (header_got_ < kFrameHeaderBytes) return eof ? closed_by_peer(0) : Status::Ok();
         }
         bool held = false;
@@ -288,6 +296,12 @@ uint64_t TcpRecvChannel::bytes_in_flight(int stripe) const {
   return 0;
 }
 
+bool TcpRecvChannel::waiting_for_header() const {
+  for (const auto& r : requests_)
+    if (r->matched_count < r->n) return true;
+  return false;
+}
+
 Status TcpRecvChannel::closed_by_peer(int stripe) {
   // The sender may have aborted: its reason sits on stripe 0, perhaps behind payload.
   if (stripe != 0 && !draining_for_abort_) {
@@ -302,9 +316,10 @@ Status TcpRecvChannel::closed_by_peer(int stripe) {
     return remote_error("connection to " + describe() +
                         " closed by the peer (no receive in flight; the peer process exited or "
                         "closed its send channel)");
-  return remote_error("connection to " + describe() + " closed by the peer during a " +
-                      std::to_string(bytes_in_flight(stripe)) +
-                      "-byte receive (the peer process exited or aborted)");
+  return remote_error("connection to " + describe() + (end_was_reset_ ? " reset" : " closed") +
+                      " by the peer during a " + std::to_string(bytes_in_flight(stripe)) +
+                      "-byte receive, socket " + std::to_string(stripe) +
+                      " (the peer process exited or aborted)");
 }
 
 }  // namespace ciuic::transport::tcp
