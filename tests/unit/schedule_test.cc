@@ -1,0 +1,210 @@
+// Every registered algorithm, for rank counts 1..24, 32 and 64 (128 for all-reduce and
+// all-gather), counts {0, 1, 3, n-1, n, n+1, 1000}, every op, several datatypes, every
+// in-place flavour and several roots: each rank's schedule is built, checked for
+// structural properties (dependencies point back, buffers and scratch in bounds,
+// bandwidth-optimal byte counts) and data races, run by simulate_dataflow over real
+// buffers, and compared with an independent reference. A second sweep uses 16-byte chunks
+// and 2 or 3 scratch slots, so pipelines are deep and slots are reused constantly, and
+// runs the steps in a shuffled order.
+#include <gtest/gtest.h>
+
+#include <set>
+#include <string>
+#include <vector>
+
+#include "schedule_test_helpers.h"
+
+namespace ciuic::coll::schedule_testing {
+namespace {
+
+constexpr ciuic_datatype_t kDatatypes[] = {CIUIC_FLOAT32, CIUIC_INT32,   CIUIC_UINT8,  CIUIC_FLOAT64,
+                                           CIUIC_INT64,   CIUIC_FLOAT16, CIUIC_INT8,   CIUIC_BFLOAT16,
+                                           CIUIC_UINT32,  CIUIC_UINT64};
+constexpr ciuic_op_t kOps[] = {CIUIC_SUM, CIUIC_PROD, CIUIC_MIN, CIUIC_MAX, CIUIC_AVG};
+
+std::vector<int> rank_counts() {
+  std::vector<int> out;
+  for (int n = 1; n <= 24; ++n) out.push_back(n);
+  out.push_back(32);
+  out.push_back(64);
+  return out;
+}
+
+std::vector<size_t> counts_for(int n) {
+  const size_t un = static_cast<size_t>(n);
+  std::set<size_t> unique = {0, 1, 3, un - 1, un, un + 1, 1000};
+  return {unique.begin(), unique.end()};
+}
+
+std::vector<Placement> placements(Collective c) {
+  switch (c) {
+    case Collective::kReduceScatter:
+      return {Placement::kOutOfPlace, Placement::kInPlace, Placement::kInPlaceMpi, Placement::kMixed};
+    case Collective::kAllreduce: case Collective::kAllgather: case Collective::kReduce:
+    case Collective::kAlltoall: case Collective::kBroadcast:
+      return {Placement::kOutOfPlace, Placement::kInPlace, Placement::kMixed};
+    default: return {Placement::kOutOfPlace};
+  }
+}
+
+std::vector<int> roots(Collective c, int n) {
+  if (c != Collective::kBroadcast && c != Collective::kReduce) return {0};
+  std::set<int> unique = {0, 1 % n, n / 2, n - 1};
+  return {unique.begin(), unique.end()};
+}
+
+// bfloat16 holds integers exactly only up to 256: keep its sums (5 per rank at most)
+// and products there, so every summation order gives the reference's result.
+bool exact(ciuic_datatype_t t, ciuic_op_t op, int n) {
+  if (t != CIUIC_BFLOAT16) return true;
+  return op == CIUIC_PROD ? n <= 24 : n <= 48;
+}
+
+// Runs cases, reporting the first few failures with the case that failed.
+class Sweep {
+ public:
+  void run(const Case& c) {
+    ++cases_;
+    const std::string bad = run_case(c);
+    if (bad.empty()) return;
+    if (++failures_ <= 5) ADD_FAILURE() << c.describe() << ": " << bad;
+  }
+  ~Sweep() {
+    EXPECT_EQ(failures_, 0) << "of " << cases_ << " cases";
+    EXPECT_GT(cases_, 0);
+  }
+
+ private:
+  int cases_ = 0;
+  int failures_ = 0;
+};
+
+// The main sweep of one collective with every algorithm registered for it, at
+// `chunk_bytes` / `slots`; datatypes rotate across cases so each rank count meets several.
+void sweep(Collective coll, const std::vector<int>& ranks, size_t chunk_bytes, int slots,
+           bool shuffled, bool all_counts = true) {
+  Sweep s;
+  size_t rotation = 0;
+  for (const AlgorithmEntry& e : registered_algorithms()) {
+    if (e.collective != coll) continue;
+    for (int n : ranks) {
+      std::vector<size_t> counts = counts_for(n);
+      if (!all_counts) {
+        // About 1000 elements in all: reduce_scatter and alltoall count per rank.
+        const bool per_rank = coll == Collective::kReduceScatter || coll == Collective::kAlltoall;
+        counts = {static_cast<size_t>(n) + 1, per_rank ? 1000 / static_cast<size_t>(n) + 1 : 1000};
+      }
+      for (size_t count : counts) {
+        for (Placement p : placements(coll)) {
+          for (int root : roots(coll, n)) {
+            for (ciuic_op_t op : kOps) {
+              if (!reduces(coll) && op != CIUIC_SUM) continue;
+              Case c;
+              c.collective = coll;
+              c.algorithm = e.name;
+              c.nranks = n;
+              c.count = count;
+              c.op = op;
+              c.root = root;
+              c.placement = p;
+              c.chunk_bytes = chunk_bytes;
+              c.scratch_slots = slots;
+              do {
+                c.datatype = kDatatypes[rotation++ % std::size(kDatatypes)];
+              } while (!exact(c.datatype, op, n));
+              if (shuffled) c.order_seed = rotation;
+              s.run(c);
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+constexpr Collective kSwept[] = {Collective::kAllreduce, Collective::kReduceScatter, Collective::kAllgather,
+                                 Collective::kBroadcast, Collective::kReduce,        Collective::kAlltoall,
+                                 Collective::kBarrier,   Collective::kSend};
+
+TEST(ScheduleDataflow, EveryRegisteredAlgorithmIsSwept) {
+  for (const AlgorithmEntry& e : registered_algorithms()) {
+    const Collective c = e.collective == Collective::kRecv ? Collective::kSend : e.collective;
+    EXPECT_NE(std::find(std::begin(kSwept), std::end(kSwept), c), std::end(kSwept))
+        << collective_name(e.collective) << "/" << e.name << " has no sweep here";
+  }
+}
+
+TEST(ScheduleDataflow, UnknownAlgorithmNamesTheKnownOnes) {
+  CollectiveArgs a;
+  Schedule s;
+  Status st = build_schedule(a, "tree", &s);
+  EXPECT_EQ(st.code(), CIUIC_ERR_INVALID_ARGUMENT);
+  EXPECT_NE(st.message().find("'tree'"), std::string::npos) << st.message();
+  EXPECT_NE(st.message().find("ring"), std::string::npos) << st.message();
+}
+
+TEST(ScheduleDataflow, Allreduce) { sweep(Collective::kAllreduce, rank_counts(), 1 << 20, 16, false); }
+TEST(ScheduleDataflow, ReduceScatter) { sweep(Collective::kReduceScatter, rank_counts(), 1 << 20, 16, false); }
+TEST(ScheduleDataflow, Allgather) { sweep(Collective::kAllgather, rank_counts(), 1 << 20, 16, false); }
+TEST(ScheduleDataflow, Broadcast) { sweep(Collective::kBroadcast, rank_counts(), 1 << 20, 16, false); }
+TEST(ScheduleDataflow, Reduce) { sweep(Collective::kReduce, rank_counts(), 1 << 20, 16, false); }
+TEST(ScheduleDataflow, Alltoall) { sweep(Collective::kAlltoall, rank_counts(), 1 << 20, 16, false); }
+TEST(ScheduleDataflow, Barrier) { sweep(Collective::kBarrier, rank_counts(), 1 << 20, 16, false); }
+TEST(ScheduleDataflow, SendRecv) { sweep(Collective::kSend, rank_counts(), 1 << 20, 16, false); }
+
+TEST(ScheduleDataflow, AllreduceAndAllgatherAt128Ranks) {
+  Sweep s;
+  for (Collective coll : {Collective::kAllreduce, Collective::kAllgather}) {
+    for (size_t count : {0, 1, 3, 127, 128, 129}) {
+      for (Placement p : {Placement::kOutOfPlace, Placement::kInPlace}) {
+        Case c;
+        c.collective = coll;
+        c.algorithm = "ring";
+        c.nranks = 128;
+        c.count = count;
+        c.datatype = count % 2 == 0 ? CIUIC_FLOAT32 : CIUIC_INT64;
+        c.op = count == 3 ? CIUIC_AVG : CIUIC_SUM;
+        c.placement = p;
+        s.run(c);
+      }
+    }
+  }
+}
+
+// Deep pipelines: 16-byte chunks (one to sixteen elements) through 2 or 3 scratch slots.
+std::vector<int> pipelined_ranks() { return {1, 2, 3, 4, 5, 7, 8, 13, 16, 24}; }
+
+TEST(ScheduleDataflowPipelined, Allreduce) {
+  sweep(Collective::kAllreduce, pipelined_ranks(), 16, 2, true, false);
+  sweep(Collective::kAllreduce, pipelined_ranks(), 16, 3, true, false);
+}
+TEST(ScheduleDataflowPipelined, ReduceScatter) {
+  sweep(Collective::kReduceScatter, pipelined_ranks(), 16, 2, true, false);
+  sweep(Collective::kReduceScatter, pipelined_ranks(), 16, 3, true, false);
+}
+TEST(ScheduleDataflowPipelined, Allgather) { sweep(Collective::kAllgather, pipelined_ranks(), 16, 2, true, false); }
+TEST(ScheduleDataflowPipelined, Broadcast) { sweep(Collective::kBroadcast, pipelined_ranks(), 16, 2, true, false); }
+TEST(ScheduleDataflowPipelined, Reduce) {
+  sweep(Collective::kReduce, pipelined_ranks(), 16, 2, true, false);
+  sweep(Collective::kReduce, pipelined_ranks(), 16, 3, true, false);
+}
+TEST(ScheduleDataflowPipelined, Alltoall) { sweep(Collective::kAlltoall, pipelined_ranks(), 16, 2, true, false); }
+
+// A 64-rank all-reduce cut into 24-byte chunks (1 1/2 float64 chunks per 16 B: odd
+// sizes at the segment tails) and run in a shuffled order: ~4000 steps per rank.
+TEST(ScheduleDataflowPipelined, ThousandsOfStepsPerRank) {
+  Case c;
+  c.collective = Collective::kAllreduce;
+  c.algorithm = "ring";
+  c.nranks = 64;
+  c.count = 4000;
+  c.datatype = CIUIC_FLOAT64;
+  c.op = CIUIC_MAX;
+  c.chunk_bytes = 24;
+  c.scratch_slots = 2;
+  c.order_seed = 7;
+  EXPECT_EQ(run_case(c), "");
+}
+
+}  // namespace
+}  // namespace ciuic::coll::schedule_testing
