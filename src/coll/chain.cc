@@ -1,6 +1,8 @@
 // Pipelined chains for rooted collectives: broadcast flows root -> root+1 -> ... and
 // reduce flows root+1 -> root+2 -> ... -> root, chunk by chunk, so every link is busy
 // once the pipeline fills and the time is about (size + (n-2) * chunk) / bandwidth.
+#include <algorithm>
+
 #include "coll/algorithms.h"
 #include "coll/builder.h"
 #include "reduce/reduce.h"
@@ -46,7 +48,7 @@ Status build_chain_reduce(const CollectiveArgs& a, Schedule* s) {
   }
   const int next = mod(r + 1, n), prev = mod(r - 1, n);
   const size_t slot_bytes = whole_elements(a.chunk_bytes, elem);
-  ScratchPool pool(slot_bytes, a.scratch_slots);
+  ScratchPool pool(std::min(slot_bytes, bytes), a.scratch_slots);  // no bigger than the message
   for (const Range& ch : chunks_of(Range{0, bytes}, slot_bytes, elem)) {
     const BufferRange mine = at(in, ch.offset);
     if (position == 0) {

@@ -44,7 +44,9 @@ Status build_ring_allreduce(const CollectiveArgs& a, Schedule* s) {
     chunks[i] = chunks_of(segments[i], a.chunk_bytes, elem);
     state[i].resize(chunks[i].size());
   }
-  ScratchPool pool(whole_elements(a.chunk_bytes, elem),
+  // Slots no larger than the largest chunk: a small all-reduce must not reserve
+  // scratch_slots whole chunk_bytes.
+  ScratchPool pool(std::min(whole_elements(a.chunk_bytes, elem), segments[0].bytes),
                    a.scratch_slots);
 
   // Reduce-scatter: after n-1 steps this rank holds segment r+1 fully reduced.
@@ -123,7 +125,7 @@ Status build_ring_reduce_scatter(const CollectiveArgs& a, Schedule* s) {
   // bounded (a slot lives from its receive to its send one step later).
   const size_t slot_bytes = whole_elements(a.chunk_bytes, elem);
   const size_t group_bytes = slot_bytes * static_cast<size_t>(a.scratch_slots / 2 > 0 ? a.scratch_slots / 2 : 1);
-  ScratchPool pool(slot_bytes, a.scratch_slots);
+  ScratchPool pool(std::min(slot_bytes, seg_bytes), a.scratch_slots);
   std::vector<uint32_t> final_steps;
   for (size_t group = 0; group * group_bytes < seg_bytes; ++group) {
     Range in_group{group * group_bytes, std::min(group_bytes, seg_bytes - group * group_bytes)};
