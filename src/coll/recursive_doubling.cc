@@ -21,8 +21,9 @@ Status build_recursive_doubling_allreduce(const CollectiveArgs& a, Schedule* s) 
   const int rem = n - pow2;
   // Ranks below 2*rem pair up: the even one of each pair sits the rounds out.
   if (r < 2 * rem && r % 2 == 0) {
-    s->add(send_step(r + 1, at(Buffer::kRecv, 0), bytes), last);
-    s->add(recv_step(r + 1, at(Buffer::kRecv, 0), bytes));
+    // The result lands where the send reads from: receive only once the send is done.
+    const uint32_t sent = s->add(send_step(r + 1, at(Buffer::kRecv, 0), bytes), last);
+    s->add(recv_step(r + 1, at(Buffer::kRecv, 0), bytes), {sent});
     return Status::Ok();
   }
   size_t scratch = 0;
