@@ -176,7 +176,7 @@ Status deadlock_report(const std::vector<Schedule>& schedules, const std::vector
   const RankRun& other = runs[st.peer];
   const uint32_t j = first_unfinished(other);
   if (j == UINT32_MAX) {
-    msg += " finished all its steps, having sent " + std::to_string(lane.next) + " to rank " +
+    msg += " finished all its steps, having sent only " + std::to_string(lane.next) + " message(s) to rank " +
            std::to_string(first);
   } else {
     msg += " is itself waiting at " + describe(schedules[st.peer], j);
@@ -370,8 +370,10 @@ Status check_hazards(const Schedule& s, const BufferAliasing& aliasing) {
       for (size_t p = lo; p < hi; ++p) pieces[p].push_back(Access{touches[t].step, touches[t].write});
     }
     const uint32_t space = touches[first].space;
-    const std::string memory = space == 0 ? "scratch" : std::string(space % 2 == 1 ? "send" : "recv") +
-                                                            " buffer (set " + std::to_string((space - 1) / 2) + ")";
+    std::string memory = space == 0 ? "scratch" : std::string(space % 2 == 1 ? "send" : "recv") +
+                                                      " buffer (set " + std::to_string((space - 1) / 2) + ")";
+    if (space % 2 == 1 && aliasing.recv_inside_send)
+      memory += " (recvbuf lies at its byte " + std::to_string(aliasing.recv_offset_in_send) + ")";
     for (size_t p = 0; p < pieces.size(); ++p) {
       auto race = [&](uint32_t a, uint32_t b) {
         return internal_error(std::string("data race in ") + collective_name(s.collective) + " " + s.algorithm +

@@ -8,7 +8,11 @@
 // runs the steps in a shuffled order.
 #include <gtest/gtest.h>
 
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <set>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -204,6 +208,103 @@ TEST(ScheduleDataflowPipelined, ThousandsOfStepsPerRank) {
   c.scratch_slots = 2;
   c.order_seed = 7;
   EXPECT_EQ(run_case(c), "");
+}
+
+// ---- golden schedules ----
+// Every rank's Schedule::to_string() for a few small cases, compared with
+// tests/unit/golden/<name>.txt: a change to what an algorithm emits shows up as a diff
+// to review. CIUIC_UPDATE_GOLDEN=1 rewrites the files instead.
+
+struct Golden {
+  const char* file;
+  CollectiveArgs args;
+  const char* algorithm;
+};
+
+std::vector<Golden> golden_cases() {
+  auto args = [](Collective c, int n, size_t count, ciuic_datatype_t t, ciuic_op_t op) {
+    CollectiveArgs a;
+    a.collective = c;
+    a.nranks = n;
+    a.count = count;
+    a.datatype = t;
+    a.op = op;
+    return a;
+  };
+  std::vector<Golden> out;
+  // 7 floats over 3 ranks: segments of 3, 2, 2 elements, 8-byte chunks through 2 slots.
+  out.push_back({"ring_allreduce_n3_count7_float32", args(Collective::kAllreduce, 3, 7, CIUIC_FLOAT32, CIUIC_SUM), "ring"});
+  out.back().args.chunk_bytes = 8;
+  out.back().args.scratch_slots = 2;
+  out.push_back({"chain_broadcast_n4_count6_int32_root1", args(Collective::kBroadcast, 4, 6, CIUIC_INT32, CIUIC_SUM), "chain"});
+  out.back().args.root = 1;
+  out.back().args.chunk_bytes = 8;
+  out.push_back({"pairwise_alltoall_n3_count2_int32", args(Collective::kAlltoall, 3, 2, CIUIC_INT32, CIUIC_SUM), "pairwise"});
+  out.push_back({"ring_reduce_scatter_in_place_mpi_n3_count3_float32_avg",
+                 args(Collective::kReduceScatter, 3, 3, CIUIC_FLOAT32, CIUIC_AVG), "ring"});
+  out.back().args.in_place = out.back().args.in_place_mpi = true;
+  out.back().args.chunk_bytes = 8;
+  out.back().args.scratch_slots = 2;
+  return out;
+}
+
+std::string dump(const Golden& g) {
+  std::string text;
+  for (int r = 0; r < g.args.nranks; ++r) {
+    CollectiveArgs a = g.args;
+    a.rank = r;
+    Schedule s;
+    Status st = build_schedule(a, g.algorithm, &s);
+    if (!st.ok()) return "build_schedule failed: " + st.message() + "\n";
+    text += s.to_string();
+  }
+  return text;
+}
+
+std::filesystem::path golden_dir() { return std::filesystem::path(__FILE__).parent_path() / "golden"; }
+
+TEST(ScheduleGolden, SmallCasesMatchTheirDumps) {
+  const char* update = std::getenv("CIUIC_UPDATE_GOLDEN");
+  const bool rewrite = update != nullptr && std::string(update) == "1";
+  for (const Golden& g : golden_cases()) {
+    const std::filesystem::path file = golden_dir() / (std::string(g.file) + ".txt");
+    const std::string got = dump(g);
+    if (rewrite) {
+      std::filesystem::create_directories(file.parent_path());
+      std::ofstream(file) << got;
+      continue;
+    }
+    std::ifstream in(file);
+    ASSERT_TRUE(in.good()) << file << " is missing: run with CIUIC_UPDATE_GOLDEN=1 to create it";
+    std::stringstream want;
+    want << in.rdbuf();
+    if (got == want.str()) continue;
+    std::istringstream g_lines(got), w_lines(want.str());
+    std::string gl, wl;
+    int line = 1;
+    while (std::getline(g_lines, gl) && std::getline(w_lines, wl) && gl == wl) ++line;
+    ADD_FAILURE() << file << " line " << line << " differs:\n  golden: " << wl << "\n  now:    " << gl
+                  << "\nReview the change; CIUIC_UPDATE_GOLDEN=1 rewrites the file.";
+  }
+}
+
+// The goldens also hold what they claim: each case runs correctly.
+TEST(ScheduleGolden, GoldenCasesRunCorrectly) {
+  for (const Golden& g : golden_cases()) {
+    Case c;
+    c.collective = g.args.collective;
+    c.algorithm = g.algorithm;
+    c.nranks = g.args.nranks;
+    c.count = g.args.count;
+    c.datatype = g.args.datatype;
+    c.op = g.args.op;
+    c.root = g.args.root;
+    c.placement = g.args.in_place_mpi ? Placement::kInPlaceMpi : g.args.in_place ? Placement::kInPlace
+                                                                                   : Placement::kOutOfPlace;
+    c.chunk_bytes = g.args.chunk_bytes;
+    c.scratch_slots = g.args.scratch_slots;
+    EXPECT_EQ(run_case(c), "") << g.file;
+  }
 }
 
 }  // namespace
