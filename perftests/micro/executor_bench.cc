@@ -2,7 +2,9 @@
 //  - build_schedule for one rank of a 4-rank ring all-reduce (float32, 1 MiB chunks) at
 //    1 KiB, 1 MiB and 128 MiB — paid on every collective the communicator runs;
 //  - simulate_dataflow of all 4 ranks at 1 MiB (1 MiB chunks, and 4 KiB chunks for a
-//    schedule of thousands of steps) — what the algorithm tests pay per case.
+//    schedule of thousands of steps) — what the algorithm tests pay per case;
+//  - simulate_dataflow of a token passed down a ring of 64 ranks, 40 times round, every
+//    hop against rank order: the worst case of a runner that sweeps the ranks in order.
 // `steps` is the number of steps of one rank's schedule (of all ranks for simulate).
 #include <benchmark/benchmark.h>
 
@@ -10,6 +12,7 @@
 #include <vector>
 
 #include "coll/algorithms.h"
+#include "coll/builder.h"
 #include "coll/simulate.h"
 
 namespace ciuic::coll {
@@ -74,6 +77,41 @@ BENCHMARK(BM_SimulateRingAllreduce)
     ->Args({1 << 20, 1 << 20})
     ->Args({1 << 20, 4 << 10})
     ->Unit(benchmark::kMicrosecond);
+
+void BM_SimulateTokenAgainstRankOrder(benchmark::State& state) {
+  const int n = 64, rounds = static_cast<int>(state.range(0));
+  std::vector<Schedule> schedules(n);
+  std::vector<int32_t> value(n, 0);
+  std::vector<Buffers> buffers(n);
+  for (int r = 0; r < n; ++r) {
+    schedules[r].rank = r;
+    schedules[r].nranks = n;
+    schedules[r].datatype = CIUIC_INT32;
+    buffers[r] = Buffers{nullptr, &value[r], nullptr};
+  }
+  // Rank n-1 starts; each rank receives from rank+1 and passes on to rank-1.
+  for (int round = 0; round < rounds; ++round) {
+    for (int r = n - 1; r >= 0; --r) {
+      Schedule& s = schedules[r];
+      std::vector<uint32_t> after;
+      if (!s.steps.empty()) after.push_back(static_cast<uint32_t>(s.steps.size() - 1));
+      if (r != n - 1 || round != 0) {
+        after = {s.add(recv_step((r + 1) % n, at(Buffer::kRecv, 0), 4), after)};
+      }
+      s.add(send_step((r + n - 1) % n, at(Buffer::kRecv, 0), 4), after);
+    }
+  }
+  schedules[n - 1].add(recv_step(0, at(Buffer::kRecv, 0), 4),
+                       {static_cast<uint32_t>(schedules[n - 1].steps.size() - 1)});
+  size_t steps = 0;
+  for (const Schedule& s : schedules) steps += s.steps.size();
+  for (auto _ : state) {
+    Status s = simulate_dataflow(schedules, buffers);
+    if (!s.ok()) state.SkipWithError(s.message().c_str());
+  }
+  state.counters["steps"] = static_cast<double>(steps);
+}
+BENCHMARK(BM_SimulateTokenAgainstRankOrder)->Arg(10)->Arg(40)->Unit(benchmark::kMicrosecond);
 
 }  // namespace
 }  // namespace ciuic::coll
