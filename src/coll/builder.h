@@ -21,6 +21,9 @@ struct Range {
 // count % parts get one more element); returned in bytes.
 std::vector<Range> split_even(size_t count, int parts, size_t elem_size);
 
+// r modulo n in [0, n): ring neighbours and pairwise partners of rank r.
+inline int wrap_rank(int r, int n) { return ((r % n) + n) % n; }
+
 // The largest whole number of elements in `bytes`, at least one element.
 inline size_t whole_elements(size_t bytes, size_t elem_size) {
   size_t n = bytes / elem_size * elem_size;

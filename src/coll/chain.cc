@@ -8,20 +8,16 @@
 #include "reduce/reduce.h"
 
 namespace ciuic::coll {
-namespace {
-int mod(int a, int n) { return ((a % n) + n) % n; }
-}  // namespace
-
 Status build_chain_broadcast(const CollectiveArgs& a, Schedule* s) {
   const size_t elem = reduce::datatype_size(a.datatype);
   const size_t bytes = a.count * elem;
   const int n = a.nranks, r = a.rank;
-  const int position = mod(r - a.root, n);  // 0 = root
+  const int position = wrap_rank(r - a.root, n);  // 0 = root
   const bool root = position == 0;
   if (root && !a.in_place && bytes > 0)
     s->add(copy_step(at(Buffer::kRecv, 0), at(Buffer::kSend, 0), bytes));
   if (n == 1) return Status::Ok();
-  const int next = mod(r + 1, n), prev = mod(r - 1, n);
+  const int next = wrap_rank(r + 1, n), prev = wrap_rank(r - 1, n);
   const bool last = position == n - 1;
   for (const Range& ch : chunks_of(Range{0, bytes}, a.chunk_bytes, elem)) {
     if (root) {
@@ -40,13 +36,13 @@ Status build_chain_reduce(const CollectiveArgs& a, Schedule* s) {
   const size_t bytes = a.count * elem;
   const int n = a.nranks, r = a.rank;
   const Buffer in = a.in_place ? Buffer::kRecv : Buffer::kSend;
-  const int position = mod(r - a.root - 1, n);  // 0 starts the chain, n-1 is the root
+  const int position = wrap_rank(r - a.root - 1, n);  // 0 starts the chain, n-1 is the root
   const bool root = r == a.root;
   if (n == 1) {
     if (!a.in_place && bytes > 0) s->add(copy_step(at(Buffer::kRecv, 0), at(Buffer::kSend, 0), bytes));
     return Status::Ok();
   }
-  const int next = mod(r + 1, n), prev = mod(r - 1, n);
+  const int next = wrap_rank(r + 1, n), prev = wrap_rank(r - 1, n);
   const size_t slot_bytes = whole_elements(a.chunk_bytes, elem);
   ScratchPool pool(std::min(slot_bytes, bytes), a.scratch_slots);  // no bigger than the message
   for (const Range& ch : chunks_of(Range{0, bytes}, slot_bytes, elem)) {

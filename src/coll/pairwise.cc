@@ -6,10 +6,6 @@
 #include "reduce/reduce.h"
 
 namespace ciuic::coll {
-namespace {
-int mod(int a, int n) { return ((a % n) + n) % n; }
-}  // namespace
-
 Status build_pairwise_alltoall(const CollectiveArgs& a, Schedule* s) {
   const size_t elem = reduce::datatype_size(a.datatype);
   const size_t block = a.count * elem;
@@ -28,7 +24,7 @@ Status build_pairwise_alltoall(const CollectiveArgs& a, Schedule* s) {
     s->add(copy_step(at(Buffer::kRecv, block_at(r)), at(Buffer::kSend, block_at(r)), block));
   }
   for (int k = 1; k < n; ++k) {
-    const int to = mod(r + k, n), from = mod(r - k, n);
+    const int to = wrap_rank(r + k, n), from = wrap_rank(r - k, n);
     for (const Range& ch : chunks_of(Range{block_at(to), block}, a.chunk_bytes, elem))
       s->add(send_step(to, at(src, ch.offset), ch.bytes), staged);
     for (const Range& ch : chunks_of(Range{block_at(from), block}, a.chunk_bytes, elem))
@@ -41,8 +37,8 @@ Status build_dissemination_barrier(const CollectiveArgs& a, Schedule* s) {
   const int n = a.nranks, r = a.rank;
   std::vector<uint32_t> previous;
   for (int distance = 1; distance < n; distance *= 2) {
-    uint32_t sent = s->add(send_step(mod(r + distance, n), at(Buffer::kScratch, 0), 0), previous);
-    uint32_t got = s->add(recv_step(mod(r - distance, n), at(Buffer::kScratch, 0), 0), previous);
+    uint32_t sent = s->add(send_step(wrap_rank(r + distance, n), at(Buffer::kScratch, 0), 0), previous);
+    uint32_t got = s->add(recv_step(wrap_rank(r - distance, n), at(Buffer::kScratch, 0), 0), previous);
     previous = {sent, got};
   }
   return Status::Ok();

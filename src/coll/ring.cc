@@ -24,7 +24,6 @@ std::vector<uint32_t> before_overwrite(const ChunkState& c) {
   return deps;
 }
 
-int mod(int a, int n) { return ((a % n) + n) % n; }
 
 }  // namespace
 
@@ -36,7 +35,7 @@ Status build_ring_allreduce(const CollectiveArgs& a, Schedule* s) {
     if (!a.in_place) s->add(copy_step(at(Buffer::kRecv, 0), at(Buffer::kSend, 0), a.count * elem));
     return Status::Ok();
   }
-  const int next = mod(r + 1, n), prev = mod(r - 1, n);
+  const int next = wrap_rank(r + 1, n), prev = wrap_rank(r - 1, n);
   const std::vector<Range> segments = split_even(a.count, n, elem);
   std::vector<std::vector<Range>> chunks(static_cast<size_t>(n));
   std::vector<std::vector<ChunkState>> state(static_cast<size_t>(n));
@@ -51,7 +50,7 @@ Status build_ring_allreduce(const CollectiveArgs& a, Schedule* s) {
 
   // Reduce-scatter: after n-1 steps this rank holds segment r+1 fully reduced.
   for (int step = 0; step < n - 1; ++step) {
-    const int send_seg = mod(r - step, n), recv_seg = mod(r - step - 1, n);
+    const int send_seg = wrap_rank(r - step, n), recv_seg = wrap_rank(r - step - 1, n);
     for (size_t c = 0; c < chunks[send_seg].size(); ++c) {
       const Range ch = chunks[send_seg][c];
       ChunkState& st = state[send_seg][c];
@@ -74,7 +73,7 @@ Status build_ring_allreduce(const CollectiveArgs& a, Schedule* s) {
       state[recv_seg][c].writer = red;
     }
   }
-  const int own = mod(r + 1, n);
+  const int own = wrap_rank(r + 1, n);
   if (a.op == CIUIC_AVG) {
     for (size_t c = 0; c < chunks[own].size(); ++c) {
       const Range ch = chunks[own][c];
@@ -84,7 +83,7 @@ Status build_ring_allreduce(const CollectiveArgs& a, Schedule* s) {
   }
   // All-gather: pass the reduced segments around the ring, straight into recvbuf.
   for (int step = 0; step < n - 1; ++step) {
-    const int send_seg = mod(r + 1 - step, n), recv_seg = mod(r - step, n);
+    const int send_seg = wrap_rank(r + 1 - step, n), recv_seg = wrap_rank(r - step, n);
     for (size_t c = 0; c < chunks[send_seg].size(); ++c) {
       const Range ch = chunks[send_seg][c];
       ChunkState& st = state[send_seg][c];
@@ -120,7 +119,7 @@ Status build_ring_reduce_scatter(const CollectiveArgs& a, Schedule* s) {
       s->add(copy_step(at(Buffer::kRecv, 0), at(Buffer::kSend, 0), seg_bytes));
     return Status::Ok();  // the average of one rank is its own value
   }
-  const int next = mod(r + 1, n), prev = mod(r - 1, n);
+  const int next = wrap_rank(r + 1, n), prev = wrap_rank(r - 1, n);
   // Partial sums travel in scratch slots; group the chunks so the slots in use stay
   // bounded (a slot lives from its receive to its send one step later).
   const size_t slot_bytes = whole_elements(a.chunk_bytes, elem);
@@ -133,7 +132,7 @@ Status build_ring_reduce_scatter(const CollectiveArgs& a, Schedule* s) {
     // Slot and producing step of each chunk's partial sum, from the previous step.
     std::vector<std::pair<BufferRange, uint32_t>> partial(chunks.size());
     for (int step = 0; step < n - 1; ++step) {
-      const int send_seg = mod(r - step - 1, n), recv_seg = mod(r - step - 2, n);
+      const int send_seg = wrap_rank(r - step - 1, n), recv_seg = wrap_rank(r - step - 2, n);
       for (size_t c = 0; c < chunks.size(); ++c) {
         const Range ch = chunks[c];
         if (step == 0) {
@@ -180,11 +179,11 @@ Status build_ring_allgather(const CollectiveArgs& a, Schedule* s) {
   const Range own{seg_at(r), seg_bytes};
   if (!a.in_place) s->add(copy_step(at(Buffer::kRecv, own.offset), at(Buffer::kSend, 0), seg_bytes));
   if (n == 1) return Status::Ok();
-  const int next = mod(r + 1, n), prev = mod(r - 1, n);
+  const int next = wrap_rank(r + 1, n), prev = wrap_rank(r - 1, n);
   // received[seg][c]: the step that filled that chunk of recvbuf.
   std::vector<std::vector<uint32_t>> received(static_cast<size_t>(n));
   for (int step = 0; step < n - 1; ++step) {
-    const int send_seg = mod(r - step, n), recv_seg = mod(r - step - 1, n);
+    const int send_seg = wrap_rank(r - step, n), recv_seg = wrap_rank(r - step - 1, n);
     std::vector<Range> send_chunks =
         chunks_of(Range{seg_at(send_seg), seg_bytes}, a.chunk_bytes, elem);
     for (size_t c = 0; c < send_chunks.size(); ++c) {

@@ -55,7 +55,6 @@ void Schedule::finalize() {
   }
 }
 
-namespace {
 const char* buffer_name(Buffer b) {
   switch (b) {
     case Buffer::kSend: return "send";
@@ -64,7 +63,6 @@ const char* buffer_name(Buffer b) {
   }
   return "?";
 }
-}  // namespace
 
 std::string Schedule::to_string() const {
   std::string out = std::string(collective_name(collective)) + " " + algorithm + " rank " +

@@ -47,6 +47,7 @@ enum class Collective : uint8_t {
   kAllreduce, kAllgather, kReduceScatter, kBroadcast, kReduce, kAlltoall, kSend, kRecv, kBarrier
 };
 const char* collective_name(Collective c);
+const char* buffer_name(Buffer b);  // "send", "recv", "scratch"
 
 struct Schedule {
   std::string algorithm;  // "ring", "chain", "pairwise", "dissemination", "direct"

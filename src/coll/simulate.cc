@@ -13,17 +13,8 @@
 namespace ciuic::coll {
 namespace {
 
-const char* buffer_word(Buffer b) {
-  switch (b) {
-    case Buffer::kSend: return "send";
-    case Buffer::kRecv: return "recv";
-    case Buffer::kScratch: return "scratch";
-  }
-  return "?";
-}
-
 std::string where(const BufferRange& r) {
-  return std::string(buffer_word(r.buffer)) + "+" + std::to_string(r.offset);
+  return std::string(buffer_name(r.buffer)) + "+" + std::to_string(r.offset);
 }
 
 // "rank 2 step 7 (recv 64 B from rank 1 into scratch+0)", for error messages.
@@ -91,7 +82,7 @@ Status check_range(const Schedule& s, const Buffers& b, uint32_t i, const Buffer
                           std::to_string(r.offset + bytes) + ") beyond the schedule's scratch_bytes " +
                           std::to_string(s.scratch_bytes));
   if (base == nullptr)
-    return internal_error(describe(s, i) + " uses the " + buffer_word(r.buffer) +
+    return internal_error(describe(s, i) + " uses the " + buffer_name(r.buffer) +
                           " buffer, which this rank did not provide (in place?)");
   return Status::Ok();
 }
