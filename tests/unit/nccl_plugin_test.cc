@@ -13,6 +13,9 @@ namespace {
 class NcclPluginTest : public ::testing::Test {
  protected:
   void SetUp() override {
+    // The plugin reads its own environment: keep its traffic on loopback whatever the
+    // runner passed.
+    setenv("CIUIC_SOCKET_IFNAME", "lo", 1);
     ASSERT_NE(lib_.handle(), nullptr) << "dlopen " << CIUIC_NCCL_PLUGIN_PATH << ": " << dlerror();
     v11_ = lib_.table<ncclNet_v11_t>("ncclNetPlugin_v11");
     v8_ = lib_.table<ncclNet_v8_t>("ncclNetPlugin_v8");
