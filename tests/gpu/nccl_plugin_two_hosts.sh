@@ -33,7 +33,7 @@ run() {
   local log="$OUT/$label-$test.log"
   timeout 300 mpirun --allow-run-as-root --oversubscribe -np 2 --bind-to none "${xs[@]}" \
     sh -c 'NCCL_HOSTID=host$OMPI_COMM_WORLD_RANK exec "$@"' sh \
-    "$NCCL_TESTS_BUILD/$test" -g 1 $SIZES -c 1 ${ITERS:-"-n 20 -w 5"} >"$log" 2>&1
+    "$NCCL_TESTS_BUILD/$test" -g 1 $SIZES -c 1 ${ITERS:--n 20 -w 5} >"$log" 2>&1
   local rc=$?
   local via
   via=$(grep -o "via NET/[A-Za-z0-9_]*" "$log" | sort | uniq -c | tr '\n' ' ')
