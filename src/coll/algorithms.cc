@@ -9,7 +9,7 @@ namespace {
 // Where recursive doubling (log2 n rounds of the whole buffer) stops beating the ring
 // (2(n-1) steps of 1/n of it). Measured on loopback TCP: docs/tuning.md.
 const config::IntParam kSmallAllreduceBytes{
-    "CIUIC_ALLREDUCE_SMALL_BYTES", 32768,
+    "CIUIC_ALLREDUCE_SMALL_BYTES", 256 << 10,
     "All-reduces up to this many bytes use recursive doubling (fewer, larger messages) "
     "instead of the ring"};
 
