@@ -252,7 +252,7 @@ Status Run::go() {
     ++idle;
     if (idle > o_.spin_before_sleep) {
       CIUIC_RETURN_IF_ERROR(sleep_until_ready());
-    } else if (idle > 16) {
+    } else if (idle > 16 && o_.yield_when_idle) {
       sched_yield();
     }
   }

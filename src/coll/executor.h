@@ -32,6 +32,7 @@ struct ExecOptions {
   int wake_fd = -1;                     // readable when abort() wants the executor awake
   int max_in_flight = 8;                // per peer and direction
   int spin_before_sleep = 64;           // idle iterations before sleeping in poll()
+  bool yield_when_idle = true;          // more ranks than cores here: give the core away
 };
 
 struct Buffers {

@@ -1,5 +1,6 @@
 #include "core/comm.h"
 
+#include <sched.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -136,6 +137,7 @@ Status Communicator::init(const UniqueId& id, const std::string& name_space, int
   CIUIC_RETURN_IF_ERROR(store_->allgather("listeners", mine, &all, deadline).prefix(where));
   handles_.resize(static_cast<size_t>(nranks));
   peer_names_.resize(static_cast<size_t>(nranks));
+  int local_ranks = 0;
   peers_.resize(static_cast<size_t>(nranks));
   for (int r = 0; r < nranks; ++r) {
     if (all[r].size() != mine.size())
@@ -143,10 +145,19 @@ Status Communicator::init(const UniqueId& id, const std::string& name_space, int
     std::memcpy(handles_[r].bytes, all[r].data(), transport::kHandleBytes);
     std::string host(reinterpret_cast<const char*>(all[r].data() + transport::kHandleBytes));
     peer_names_[r] = "rank " + std::to_string(r) + " on " + host;
+    if (host == reinterpret_cast<const char*>(mine.data() + transport::kHandleBytes)) ++local_ranks;
   }
-  CIUIC_LOG_INFO(log::kInit, "ciuic %d.%d.%d %s (%s): transport %s, device %s, %s",
+  // More ranks on this host than cores we may run on: a waiting rank yields its core to
+  // one with work (as Open MPI does when oversubscribed); otherwise it polls undisturbed.
+  cpu_set_t cpus;
+  const int cores = sched_getaffinity(0, sizeof(cpus), &cpus) == 0 ? CPU_COUNT(&cpus) : 1;
+  oversubscribed_ = local_ranks > cores;
+  CIUIC_LOG_INFO(log::kInit,
+                 "ciuic %d.%d.%d %s (%s): transport %s, device %s, %s; %d ranks on this host, "
+                 "%d cores: %s when idle",
                  CIUIC_VERSION_MAJOR, CIUIC_VERSION_MINOR, CIUIC_VERSION_PATCH, where.c_str(),
-                 name_space.c_str(), transport_->name(), props.name.c_str(), why.c_str());
+                 name_space.c_str(), transport_->name(), props.name.c_str(), why.c_str(),
+                 local_ranks, cores, oversubscribed_ ? "yield" : "poll");
   return Status::Ok();
 }
 
@@ -356,6 +367,7 @@ Status Communicator::execute(const std::vector<std::shared_ptr<Operation>>& ops)
   options.wake_fd = wake_fd_.get();
   options.max_in_flight = static_cast<int>(std::clamp<int64_t>(kMaxInFlight.get(), 1, transport::kMaxRequests));
   options.spin_before_sleep = static_cast<int>(std::max<int64_t>(kSpinCount.get(), 0));
+  options.yield_when_idle = oversubscribed_;
   CIUIC_LOG_TRACE(log::kColl, "rank %d: %s starts, %zu steps", rank_, label.c_str(),
                   schedule->steps.size());
   s = coll::execute(*schedule, buffers, *this, options);

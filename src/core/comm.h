@@ -127,6 +127,7 @@ class Communicator final : public coll::PeerLinks {
            std::shared_ptr<const coll::Schedule>>
       schedules_;
   std::vector<char> scratch_;
+  bool oversubscribed_ = true;  // more ranks on this host than cores to run them
   uint64_t next_seq_ = 1;
 
   std::mutex exec_mutex_;  // held by whoever drives operations
