@@ -84,14 +84,20 @@ Status TcpSendChannel::isend(const void* data, size_t size, int tag, MemoryRegio
   *request = r.get();
   queue_.push_back(std::move(r));
   ++outstanding_;
-  // A receiver that failed or left says so before we queue more on it; then start at
-  // once: small messages usually leave here. A failure is kept for test().
-  Status peer = check_peer();
+  // Start at once: small messages usually leave here. Then look whether the receiver
+  // failed or left (after, so that the look costs the message no latency). A failure is
+  // kept for test().
+  if (failed_.ok()) (void)progress();
+  Status peer = failed_.ok() ? check_peer() : Status::Ok();
   if (!peer.ok() && failed_.ok()) {
     failed_ = peer;
     shutdown_all();
   }
-  if (failed_.ok()) (void)progress();
+  // Sent into a connection the receiver had already given up: that send failed too.
+  if (!peer.ok()) {
+    *request = nullptr;  // it stays queued with the failed channel and dies with it
+    return peer;
+  }
   return Status::Ok();
 }
 
