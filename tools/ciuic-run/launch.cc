@@ -320,6 +320,7 @@ int Launch::running_count() const {
 }
 
 void Launch::reap(bool blocking) {
+  std::vector<std::pair<const Rank*, int>> failures;  // found in this pass
   for (Rank& rank : ranks_) {
     if (!rank.running) continue;
     int wait_status = 0;
@@ -332,12 +333,20 @@ void Launch::reap(bool blocking) {
     if (done < 0) continue;  // not our child any more (reaped elsewhere): nothing to report
     bool ok = WIFEXITED(wait_status) && WEXITSTATUS(wait_status) == 0;
     if (ok || signalled_) continue;  // ranks we signalled are not the culprit
+    failures.emplace_back(&rank, wait_status);
+  }
+  // Ranks found dead together: one killed by a signal is the likelier cause, the others
+  // the ranks that noticed it and gave up.
+  std::stable_sort(failures.begin(), failures.end(), [](const auto& a, const auto& b) {
+    return WIFSIGNALED(a.second) && !WIFSIGNALED(b.second);
+  });
+  for (const auto& [rank, wait_status] : failures) {
     if (!failed_) {
-      fail(describe_exit(rank, wait_status), exit_code_of(wait_status));
-      kill_reason_ = "rank " + std::to_string(rank.index) + " failed";
+      fail(describe_exit(*rank, wait_status), exit_code_of(wait_status));
+      kill_reason_ = "rank " + std::to_string(rank->index) + " failed";
       if (running_count() > 0) kill_deadline_ = Deadline::after_ms(options_.grace_ms);
     } else {
-      CIUIC_LOG_WARN(log::kInit, "also: %s", describe_exit(rank, wait_status).c_str());
+      CIUIC_LOG_WARN(log::kInit, "also: %s", describe_exit(*rank, wait_status).c_str());
     }
   }
 }

@@ -90,6 +90,7 @@ class TcpSendChannel final : public SendChannel, private StripedChannel {
   Status progress();
   Status push_stripe(int stripe, bool* moved);
   Status check_peer();  // reads the reverse direction of stripe 0: ABORT or close
+  bool receiver_closed_ = false;  // the receiver closed after taking all we had sent
   Status peer_gone(const char* how);
   SendRequest* at(uint64_t seq) const { return queue_[seq - base_seq_].get(); }
   uint64_t end_seq() const { return base_seq_ + queue_.size(); }

@@ -56,7 +56,8 @@ void TcpSendChannel::collect_poll_fds(std::vector<pollfd>* fds) const {
   std::lock_guard<std::mutex> lock(mutex_);
   if (!failed_.ok()) return;
   for (int s = 0; s < stripe_count(); ++s) {
-    short events = s == 0 ? POLLIN : 0;  // stripe 0 also hears the receiver's ABORT or close
+    // Stripe 0 also hears the receiver's ABORT or close (once: a closed end stays readable).
+    short events = s == 0 && !receiver_closed_ ? POLLIN : 0;
     for (uint64_t q = std::max(cursor_[s], base_seq_); q < end_seq(); ++q) {
       if (at(q)->sent[s] < at(q)->segment(s)) {
         events |= POLLOUT;
@@ -74,6 +75,7 @@ Status TcpSendChannel::isend(const void* data, size_t size, int tag, MemoryRegio
   if (!failed_.ok()) return failed_;
   if (data == nullptr && size > 0) return invalid_argument("isend of " + std::to_string(size) +
                                                            " bytes from a null buffer");
+  if (receiver_closed_) return peer_gone("closed");
   if (outstanding_ >= kMaxRequests) return Status::Ok();  // caller retries after a test()
   auto r = std::make_unique<SendRequest>();
   r->data = static_cast<const uint8_t*>(data);
@@ -145,7 +147,13 @@ Status TcpSendChannel::check_peer() {
   if (complete)
     return remote_error("the receiver " + describe() + " aborted the connection: " +
                         abort_reason());
-  if (closed) return peer_gone("closed");
+  if (closed) {
+    // A receiver that closes after taking everything sent so far is not an error yet
+    // (it finished and left); a message still on its way, or a later one, is.
+    for (uint64_t q = base_seq_; q < end_seq(); ++q)
+      if (at(q)->stripes_left > 0) return peer_gone("closed");
+    receiver_closed_ = true;
+  }
   return Status::Ok();
 }
 
