@@ -22,7 +22,7 @@ const config::IntParam kTimeoutMs{
     "Deadline of every operation and of init, in ms: past it the call fails naming the peers "
     "not heard from"};
 const config::IntParam kChunkBytes{
-    "CIUIC_CHUNK_BYTES", 1 << 20, "Pipelining chunk of the collective algorithms, in bytes"};
+    "CIUIC_CHUNK_BYTES", 256 << 10, "Pipelining chunk of the collective algorithms, in bytes"};
 const config::IntParam kScratchSlots{
     "CIUIC_SCRATCH_SLOTS", 16, "Chunk-sized scratch buffers a pipelined algorithm cycles through"};
 const config::IntParam kMaxInFlight{
