@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "core/comm.h"
 #include "options.h"
 #include "reduce/reduce.h"
 
@@ -254,7 +255,7 @@ int run_collective_bench(const Options& o) {
   const bool rooted = o.command == "broadcast" || o.command == "reduce";
   if (rank == 0) {
     std::printf("# ciuic-perf %s: %d ranks, transport %s, datatype %s%s%s, iters %d, warmup %d, check %d\n",
-                o.command.c_str(), n, o.transport.empty() ? "(CIUIC_TRANSPORT or auto)" : o.transport.c_str(),
+                o.command.c_str(), n, core::configured_transport().c_str(),
                 reduce::datatype_name(o.datatype), reduces ? ", op " : "", reduces ? reduce::op_name(o.op) : "",
                 o.iters, o.warmup, o.check);
     std::printf("#\n#                                                    out-of-place                       in-place\n");
@@ -262,7 +263,7 @@ int run_collective_bench(const Options& o) {
     std::printf("#        (B)    (elements)                               (us)  (GB/s)  (GB/s)            (us)  (GB/s)  (GB/s)\n");
   }
   std::string json = "{\"collective\":\"" + o.command + "\",\"nranks\":" + std::to_string(n) +
-                     ",\"transport\":\"" + (o.transport.empty() ? "auto" : o.transport) +
+                     ",\"transport\":\"" + core::configured_transport() +
                      "\",\"datatype\":\"" + reduce::datatype_name(o.datatype) + "\",\"op\":\"" +
                      reduce::op_name(o.op) + "\",\"results\":[";
   double bus_sum = 0;
