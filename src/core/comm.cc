@@ -211,10 +211,9 @@ Status Communicator::connect_peers(const coll::Schedule& schedule, Deadline dead
         peer.connecting.reset();
         progressed = true;
       }
-      // The first message tells the accepting side who we are.
-      static thread_local uint32_t hello[2];
-      hello[0] = kHelloMagic;
-      hello[1] = static_cast<uint32_t>(rank_);
+      // The first message tells the accepting side who we are (sent to completion below,
+      // so the buffer may live on the stack).
+      const uint32_t hello[2] = {kHelloMagic, static_cast<uint32_t>(rank_)};
       transport::Request* req = nullptr;
       CIUIC_RETURN_IF_ERROR(peer.send->isend(hello, sizeof(hello), kHelloTag, nullptr, &req)
                                 .prefix("greeting " + describe_peer(p)));
