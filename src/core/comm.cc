@@ -29,7 +29,7 @@ const config::IntParam kMaxInFlight{
     "CIUIC_MAX_IN_FLIGHT", 8, "Sends (and receives) in flight per peer during a collective"};
 const config::IntParam kSpinCount{
     "CIUIC_SPIN_COUNT", 1000,
-    "Idle polling rounds (after the first 16, each yields the core) before a waiting rank "
+    "Idle polling rounds (past 16 each yields the core where ranks outnumber cores) before a rank "
     "sleeps in poll(): lower saves CPU, higher cuts latency"};
 const config::StringParam kAlgo{
     "CIUIC_ALGO", "",
