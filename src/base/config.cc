@@ -14,6 +14,7 @@ namespace {
 
 struct Registry {
   std::mutex mutex;
+  std::atomic<uint64_t> generation{1};  // 0 means "never read" in a parameter's cache
   std::vector<const Param*> params;
   std::map<std::string, std::string, std::less<>> overrides;
   std::set<std::string, std::less<>> warned;
@@ -95,6 +96,17 @@ IntParam::IntParam(const char* name, int64_t default_value, const char* doc)
     : Param(name, Type::kInt, std::to_string(default_value), doc), default_value_(default_value) {}
 
 int64_t IntParam::get() const {
+  const uint64_t generation = configuration_generation();
+  if (cached_generation_.load(std::memory_order_acquire) == generation)
+    return cached_value_.load(std::memory_order_relaxed);
+  std::lock_guard<std::mutex> lock(refresh_mutex_);
+  const int64_t value = parse();
+  cached_value_.store(value, std::memory_order_relaxed);
+  cached_generation_.store(generation, std::memory_order_release);
+  return value;
+}
+
+int64_t IntParam::parse() const {
   auto v = raw();
   if (!v) return default_value_;
   int64_t parsed;
@@ -141,9 +153,16 @@ const Param* find_param(std::string_view name) {
   return nullptr;
 }
 
+uint64_t configuration_generation() {
+  return registry().generation.load(std::memory_order_acquire);
+}
+
+void reload_environment() { registry().generation.fetch_add(1, std::memory_order_acq_rel); }
+
 void set_override(std::string_view name, std::optional<std::string> value) {
   Registry& r = registry();
   std::lock_guard<std::mutex> lock(r.mutex);
+  r.generation.fetch_add(1, std::memory_order_acq_rel);
   r.overrides.erase(std::string(name));
   if (value) r.overrides.emplace(std::string(name), *value);
 }

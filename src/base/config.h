@@ -10,7 +10,9 @@
 // (RANK, OMPI_COMM_WORLD_RANK, SLURM_PROCID ...) are read through foreign_env().
 #pragma once
 
+#include <atomic>
 #include <cstdint>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -52,7 +54,13 @@ class IntParam : public Param {
   int64_t get() const;
 
  private:
+  int64_t parse() const;
   int64_t default_value_;
+  // The parsed value, kept until an override changes the configuration: get() sits on
+  // every operation's path and must not scan the environment each time.
+  mutable std::atomic<int64_t> cached_value_{0};
+  mutable std::atomic<uint64_t> cached_generation_{0};
+  mutable std::mutex refresh_mutex_;
 };
 
 class BoolParam : public Param {
@@ -73,6 +81,13 @@ class StringParam : public Param {
 // Every registered parameter, sorted by name.
 std::vector<const Param*> all_params();
 const Param* find_param(std::string_view name);
+
+// Bumped by every set_override(); a parameter's cached value is good while it matches.
+uint64_t configuration_generation();
+
+// Forgets every cached value: for tests (or tools) that change the process environment
+// with setenv() after parameters were first read.
+void reload_environment();
 
 // Test and tool hook: makes `name` read as `value` (nullopt removes the override).
 void set_override(std::string_view name, std::optional<std::string> value);

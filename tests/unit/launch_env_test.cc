@@ -7,6 +7,7 @@
 #include <optional>
 #include <string>
 
+#include "base/config.h"
 #include "core/bootstrap.h"
 
 namespace ciuic::core {
@@ -27,13 +28,16 @@ class LaunchEnvTest : public ::testing::Test {
       if (const char* v = getenv(name)) saved_[name] = v;
       unsetenv(name);
     }
+    config::reload_environment();
   }
   void TearDown() override {
     for (const char* name : kKnownVariables) unsetenv(name);
     for (const auto& [name, value] : saved_) setenv(name.c_str(), value.c_str(), 1);
+    config::reload_environment();
   }
   static void set(const std::map<std::string, std::string>& vars) {
     for (const auto& [name, value] : vars) setenv(name.c_str(), value.c_str(), 1);
+    config::reload_environment();  // CIUIC_* values are read once and cached
   }
   // The error text of read_launch_env, or "" if it succeeded.
   static std::string error() {
