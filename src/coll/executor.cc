@@ -43,15 +43,7 @@ class Run {
   Status go();
 
  private:
-  char* address(const BufferRange& r) const {
-    const Buffers& b = b_[r.set];
-    switch (r.buffer) {
-      case Buffer::kSend: return const_cast<char*>(static_cast<const char*>(b.send)) + r.offset;
-      case Buffer::kRecv: return static_cast<char*>(b.recv) + r.offset;
-      case Buffer::kScratch: return static_cast<char*>(b_[0].scratch) + r.offset;
-    }
-    return nullptr;
-  }
+  char* address(const BufferRange& r) const { return buffer_address(b_.data(), r); }
   void complete(uint32_t step);
   void run_local(uint32_t step);
   Status post(PeerState& p, bool* progressed);
@@ -80,24 +72,7 @@ void Run::complete(uint32_t step) {
   }
 }
 
-void Run::run_local(uint32_t i) {
-  const Step& st = s_.steps[i];
-  const size_t elem = reduce::datatype_size(s_.datatype);
-  switch (st.kind) {
-    case StepKind::kReduce:
-      reduce::reduce(address(st.dst), address(st.src), address(st.src2), st.bytes / elem,
-                     s_.datatype, s_.op);
-      break;
-    case StepKind::kCopy:
-      if (st.bytes > 0 && address(st.dst) != address(st.src))
-        std::memmove(address(st.dst), address(st.src), st.bytes);
-      break;
-    case StepKind::kAverage:
-      reduce::finish_average(address(st.dst), st.bytes / elem, s_.datatype, s_.nranks);
-      break;
-    default: break;
-  }
-}
+void Run::run_local(uint32_t i) { run_local_step(s_, s_.steps[i], b_.data()); }
 
 Status Run::fail(Status s, int peer, const char* what) {
   return s.prefix(o_.label + ": rank " + std::to_string(s_.rank) + " " + what + " " +
@@ -260,6 +235,33 @@ Status Run::go() {
 }
 
 }  // namespace
+
+char* buffer_address(const Buffers* sets, const BufferRange& r) {
+  const Buffers& b = sets[r.set];
+  switch (r.buffer) {
+    case Buffer::kSend: return const_cast<char*>(static_cast<const char*>(b.send)) + r.offset;
+    case Buffer::kRecv: return static_cast<char*>(b.recv) + r.offset;
+    case Buffer::kScratch: return static_cast<char*>(sets[0].scratch) + r.offset;
+  }
+  return nullptr;
+}
+
+void run_local_step(const Schedule& s, const Step& st, const Buffers* sets) {
+  const size_t elem = reduce::datatype_size(s.datatype);
+  auto at = [&](const BufferRange& r) { return buffer_address(sets, r); };
+  switch (st.kind) {
+    case StepKind::kReduce:
+      reduce::reduce(at(st.dst), at(st.src), at(st.src2), st.bytes / elem, s.datatype, s.op);
+      break;
+    case StepKind::kCopy:
+      if (st.bytes > 0 && at(st.dst) != at(st.src)) std::memmove(at(st.dst), at(st.src), st.bytes);
+      break;
+    case StepKind::kAverage:
+      reduce::finish_average(at(st.dst), st.bytes / elem, s.datatype, s.nranks);
+      break;
+    default: break;
+  }
+}
 
 Status execute(const Schedule& schedule, const std::vector<Buffers>& buffers, PeerLinks& links,
                const ExecOptions& options) {

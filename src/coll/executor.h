@@ -41,6 +41,12 @@ struct Buffers {
   void* scratch = nullptr;
 };
 
+// Where a range points: sets[r.set]'s send or receive buffer, or sets[0]'s scratch (one
+// scratch serves a whole group).
+char* buffer_address(const Buffers* sets, const BufferRange& r);
+// Runs a reduce, copy or average step (the executor's and the simulator's one way).
+void run_local_step(const Schedule& schedule, const Step& step, const Buffers* sets);
+
 // buffers[i] backs the steps whose BufferRange::set is i; the scratch of set 0 serves all.
 Status execute(const Schedule& schedule, const std::vector<Buffers>& buffers, PeerLinks& links,
                const ExecOptions& options);

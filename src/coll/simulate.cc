@@ -38,14 +38,7 @@ std::string describe(const Schedule& s, uint32_t i) {
   return what + "?)";
 }
 
-char* address(const Buffers& b, const BufferRange& r) {
-  switch (r.buffer) {
-    case Buffer::kSend: return const_cast<char*>(static_cast<const char*>(b.send)) + r.offset;
-    case Buffer::kRecv: return static_cast<char*>(b.recv) + r.offset;
-    case Buffer::kScratch: return static_cast<char*>(b.scratch) + r.offset;
-  }
-  return nullptr;
-}
+char* address(const Buffers& b, const BufferRange& r) { return buffer_address(&b, r); }
 
 bool is_network(StepKind k) { return k == StepKind::kSend || k == StepKind::kRecv; }
 
@@ -200,7 +193,6 @@ Status simulate_dataflow(const std::vector<Schedule>& schedules, const std::vect
     if (run.done[i] || run.missing[i] != 0) continue;
     const Step& st = s.steps[i];
     const Buffers& b = buffers[r];
-    const size_t elem = reduce::datatype_size(s.datatype);
     if (is_network(st.kind)) {
       Lane& lane = run.lanes[run.lane_of[i]];
       if (lane.steps[lane.next] != i) continue;  // an earlier step to this peer goes first
@@ -227,13 +219,8 @@ Status simulate_dataflow(const std::vector<Schedule>& schedules, const std::vect
         lane.arrived.pop_front();
       }
       if (++lane.next < lane.steps.size()) runnable.emplace_back(r, lane.steps[lane.next]);
-    } else if (st.kind == StepKind::kReduce) {
-      reduce::reduce(address(b, st.dst), address(b, st.src), address(b, st.src2), st.bytes / elem,
-                     s.datatype, s.op);
-    } else if (st.kind == StepKind::kCopy) {
-      if (st.bytes > 0) std::memmove(address(b, st.dst), address(b, st.src), st.bytes);
-    } else if (st.kind == StepKind::kAverage) {
-      reduce::finish_average(address(b, st.dst), st.bytes / elem, s.datatype, s.nranks);
+    } else {
+      run_local_step(s, st, &b);
     }
     run.done[i] = true;
     ++run.finished;
