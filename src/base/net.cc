@@ -228,25 +228,6 @@ Status choose_local_address(SocketAddress* out, std::string* why) {
   return choose_local_address_from(kSocketIfname.get(), out, why);
 }
 
-Status local_address_toward(const SocketAddress& remote, SocketAddress* out) {
-  if (remote.is_loopback()) {
-    *out = remote;
-    out->set_port(0);
-    return Status::Ok();
-  }
-  Fd s(socket(remote.family(), SOCK_DGRAM | SOCK_CLOEXEC, 0));
-  if (!s.valid()) return errno_error("socket", errno);
-  SocketAddress probe = remote;
-  if (probe.port() == 0) probe.set_port(9);
-  if (connect(s.get(), probe.sa(), probe.length) != 0)
-    return errno_error("no route to " + remote.to_string(), errno);
-  *out = SocketAddress{};
-  out->length = sizeof(out->storage);
-  if (getsockname(s.get(), out->sa(), &out->length) != 0) return errno_error("getsockname", errno);
-  out->set_port(0);
-  return Status::Ok();
-}
-
 void Fd::reset(int fd) {
   if (fd_ >= 0) ::close(fd_);
   fd_ = fd;

@@ -43,8 +43,6 @@ Status parse_address(std::string_view text, uint16_t default_port, SocketAddress
 Status choose_local_address(SocketAddress* out, std::string* why);
 // The same choice made against an explicit spec (for tests).
 Status choose_local_address_from(std::string_view ifname_spec, SocketAddress* out, std::string* why);
-// The local address the kernel would use to reach `remote` (its route's source address).
-Status local_address_toward(const SocketAddress& remote, SocketAddress* out);
 
 // Owns a file descriptor.
 class Fd {
