@@ -75,7 +75,7 @@ void Run::complete(uint32_t step) {
 void Run::run_local(uint32_t i) { run_local_step(s_, s_.steps[i], b_.data()); }
 
 Status Run::fail(Status s, int peer, const char* what) {
-  return s.prefix(o_.label + ": rank " + std::to_string(s_.rank) + " " + what + " " +
+  return s.prefix(o_.label() + ": rank " + std::to_string(s_.rank) + " " + what + " " +
                   links_.describe_peer(peer));
 }
 
@@ -172,14 +172,14 @@ Status Run::sleep_until_ready() {
   if (o_.wake_fd >= 0) fds.push_back(pollfd{o_.wake_fd, POLLIN, 0});
   int timeout = o_.deadline.poll_timeout_ms(100);
   int rc = ::poll(fds.data(), fds.size(), timeout);
-  if (rc < 0 && errno != EINTR) return errno_error(o_.label + ": poll", errno);
+  if (rc < 0 && errno != EINTR) return errno_error(o_.label() + ": poll", errno);
   return Status::Ok();
 }
 
 Status Run::go() {
   const size_t n = s_.steps.size();
   if (s_.dependents_begin.size() != n + 1)
-    return internal_error(o_.label + ": schedule was not finalized");
+    return internal_error(o_.label() + ": schedule was not finalized");
   missing_.resize(n);
   for (uint32_t i = 0; i < n; ++i) {
     missing_[i] = s_.steps[i].dep_count;
@@ -196,7 +196,7 @@ Status Run::go() {
     if (!p.recv.steps().empty()) p.recv_channel = links_.recv_channel(p.peer);
     if ((!p.send.steps().empty() && p.send_channel == nullptr) ||
         (!p.recv.steps().empty() && p.recv_channel == nullptr))
-      return internal_error(o_.label + ": no connection to " + links_.describe_peer(p.peer));
+      return internal_error(o_.label() + ": no connection to " + links_.describe_peer(p.peer));
   }
   int idle = 0;
   while (done_ < n) {
@@ -217,9 +217,9 @@ Status Run::go() {
       continue;
     }
     if (o_.aborted != nullptr && o_.aborted->load(std::memory_order_relaxed))
-      return aborted_error(o_.label + ": the communicator was aborted");
+      return aborted_error(o_.label() + ": the communicator was aborted");
     if (o_.deadline.expired()) {
-      return timeout_error(o_.label + " timed out on rank " + std::to_string(s_.rank) + ": " +
+      return timeout_error(o_.label() + " timed out on rank " + std::to_string(s_.rank) + ": " +
                            waiting_on() + " (CIUIC_TIMEOUT_MS)");
     }
     // Idle: poll a little, then yield the core (ranks may outnumber cores), then sleep

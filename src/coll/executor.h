@@ -5,6 +5,7 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -26,7 +27,9 @@ class PeerLinks {
 };
 
 struct ExecOptions {
-  std::string label;                    // "allreduce #17 (ring, 4194304 B float32 sum)"
+  // Names the operation in messages ("allreduce #17 (ring, 4 MiB float32)"); called only
+  // when there is something to say.
+  std::function<std::string()> label = [] { return std::string("operation"); };
   Deadline deadline = Deadline::never();
   const std::atomic<bool>* aborted = nullptr;  // checked every iteration
   int wake_fd = -1;                     // readable when abort() wants the executor awake

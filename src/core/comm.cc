@@ -323,11 +323,19 @@ Status Communicator::execute(const std::vector<std::shared_ptr<Operation>>& ops)
   std::shared_ptr<const coll::Schedule> schedule;
   CIUIC_RETURN_IF_ERROR(schedule_for(first.args, &schedule));
   std::vector<coll::Buffers> buffers{first.buffers};
-  const size_t elem = reduce::datatype_size(first.args.datatype);
-  std::string label = std::string(coll::collective_name(first.args.collective)) + " #" +
-                      std::to_string(first.seq) + " (" + schedule->algorithm + ", " +
-                      size_text(first.args.count * elem) + " " +
-                      reduce::datatype_name(first.args.datatype) + ")";
+  // Named only when something is said about it (an error, a trace line): building the
+  // text on every operation would put string work on the hot path.
+  const std::shared_ptr<const coll::Schedule> single = schedule;
+  auto label = [&ops, &single] {
+    const Operation& op = *ops.front();
+    if (ops.size() > 1)
+      return "group of " + std::to_string(ops.size()) + " send/recv #" + std::to_string(op.seq) +
+             "-#" + std::to_string(ops.back()->seq);
+    return std::string(coll::collective_name(op.args.collective)) + " #" +
+           std::to_string(op.seq) + " (" + single->algorithm + ", " +
+           size_text(op.args.count * reduce::datatype_size(op.args.datatype)) + " " +
+           reduce::datatype_name(op.args.datatype) + ")";
+  };
   if (ops.size() > 1) {
     // One schedule for the whole group: each op's steps, pointing at its own buffers.
     auto group = std::make_shared<coll::Schedule>(*schedule);
@@ -347,13 +355,11 @@ Status Communicator::execute(const std::vector<std::shared_ptr<Operation>>& ops)
     }
     group->finalize();
     schedule = group;
-    label = "group of " + std::to_string(ops.size()) + " send/recv #" + std::to_string(first.seq) +
-            "-#" + std::to_string(ops.back()->seq);
   }
   Deadline deadline = Deadline::after_ms(kTimeoutMs.get());
   Status s = connect_peers(*schedule, deadline);
   if (!s.ok()) {
-    s.prefix(label);
+    s.prefix(label());
     break_with(s);
     return s;
   }
@@ -367,7 +373,7 @@ Status Communicator::execute(const std::vector<std::shared_ptr<Operation>>& ops)
   options.max_in_flight = static_cast<int>(std::clamp<int64_t>(kMaxInFlight.get(), 1, transport::kMaxRequests));
   options.spin_before_sleep = static_cast<int>(std::max<int64_t>(kSpinCount.get(), 0));
   options.yield_when_idle = oversubscribed_;
-  CIUIC_LOG_TRACE(log::kColl, "rank %d: %s starts, %zu steps", rank_, label.c_str(),
+  CIUIC_LOG_TRACE(log::kColl, "rank %d: %s starts, %zu steps", rank_, label().c_str(),
                   schedule->steps.size());
   s = coll::execute(*schedule, buffers, *this, options);
   if (!s.ok()) break_with(s);
