@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 packages=(build-essential cmake ninja-build ccache pkg-config python3 python3-matplotlib
           googletest libgtest-dev libgmock-dev libbenchmark-dev
-          openmpi-bin libopenmpi-dev libgloo-dev iproute2)
+          openmpi-bin libopenmpi-dev libgloo-dev iproute2 nftables)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
