@@ -20,10 +20,13 @@ const std::vector<AlgorithmEntry>& registered_algorithms() {
   static const std::vector<AlgorithmEntry> table = {
       {Collective::kAllreduce, "ring", &build_ring_allreduce},
       {Collective::kAllreduce, "recursive_doubling", &build_recursive_doubling_allreduce},
+      {Collective::kAllreduce, "tree", &build_double_tree_allreduce},
       {Collective::kReduceScatter, "ring", &build_ring_reduce_scatter},
       {Collective::kAllgather, "ring", &build_ring_allgather},
       {Collective::kBroadcast, "chain", &build_chain_broadcast},
+      {Collective::kBroadcast, "tree", &build_tree_broadcast},
       {Collective::kReduce, "chain", &build_chain_reduce},
+      {Collective::kReduce, "tree", &build_tree_reduce},
       {Collective::kAlltoall, "pairwise", &build_pairwise_alltoall},
       {Collective::kBarrier, "dissemination", &build_dissemination_barrier},
       {Collective::kSend, "direct", &build_direct_send},

@@ -30,6 +30,9 @@ Status build_schedule(const CollectiveArgs& args, std::string_view algorithm, Sc
 
 Status build_ring_allreduce(const CollectiveArgs& a, Schedule* s);
 Status build_recursive_doubling_allreduce(const CollectiveArgs& a, Schedule* s);
+Status build_double_tree_allreduce(const CollectiveArgs& a, Schedule* s);
+Status build_tree_broadcast(const CollectiveArgs& a, Schedule* s);
+Status build_tree_reduce(const CollectiveArgs& a, Schedule* s);
 Status build_ring_reduce_scatter(const CollectiveArgs& a, Schedule* s);
 Status build_ring_allgather(const CollectiveArgs& a, Schedule* s);
 Status build_chain_broadcast(const CollectiveArgs& a, Schedule* s);

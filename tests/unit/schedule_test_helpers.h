@@ -195,7 +195,8 @@ inline std::string check_properties(const Case& c, const CollectiveArgs& args, c
                                     const RankMemory& m) {
   const size_t elem = reduce::datatype_size(c.datatype);
   const size_t chunk = whole_elements(c.chunk_bytes, elem);
-  const bool chunked = s.algorithm == "ring" || s.algorithm == "chain" || s.algorithm == "pairwise";
+  const bool chunked = s.algorithm == "ring" || s.algorithm == "chain" || s.algorithm == "pairwise" ||
+                       s.algorithm == "tree";
   const std::string who = rank_text(args.rank) + " ";
   size_t sent = 0, received = 0, largest_received = 0;
   for (uint32_t i = 0; i < s.steps.size(); ++i) {
@@ -257,6 +258,11 @@ inline std::string check_properties(const Case& c, const CollectiveArgs& args, c
         hi = 2 * block - 2 * (c.count / n * elem);
       } else if (s.algorithm == "recursive_doubling" && n > 1) {
         lo = hi = recursive_doubling_bytes(args.rank, c.nranks, block);
+      } else if (s.algorithm == "tree" && n > 1) {
+        // Each half goes up once and down to at most two children in its tree; every
+        // rank is below some root in at least one tree.
+        lo = c.count / 2 * elem;
+        hi = 4 * ((c.count + 1) / 2 * elem);
       }
       bad = expect("sends", sent, lo, hi) + expect("receives", received, lo, hi);
       break;
@@ -266,12 +272,25 @@ inline std::string check_properties(const Case& c, const CollectiveArgs& args, c
             expect("receives", received, per_rank_total, per_rank_total);
       break;
     case Collective::kBroadcast: {
-      const size_t out = n > 1 && position != c.nranks - 1 ? block : 0, in = position != 0 ? block : 0;
+      const size_t in = position != 0 ? block : 0;
+      if (s.algorithm == "tree") {  // the root sends each half once; others to <= 2 children per half
+        const bool root = position == 0;
+        const size_t hi = n == 1 ? 0 : root ? block : 4 * ((c.count + 1) / 2 * elem);
+        bad = expect("sends", sent, root ? hi : 0, hi) + expect("receives", received, in, in);
+        break;
+      }
+      const size_t out = n > 1 && position != c.nranks - 1 ? block : 0;
       bad = expect("sends", sent, out, out) + expect("receives", received, in, in);
       break;
     }
     case Collective::kReduce: {
       const size_t out = n > 1 && position != 0 ? block : 0;
+      if (s.algorithm == "tree") {
+        const bool root = position == 0;
+        const size_t hi = n == 1 ? 0 : root ? block : 4 * ((c.count + 1) / 2 * elem);
+        bad = expect("sends", sent, out, out) + expect("receives", received, root ? hi : 0, hi);
+        break;
+      }
       const size_t in = n > 1 && position != 1 % c.nranks ? block : 0;  // the chain starts at root+1
       bad = expect("sends", sent, out, out) + expect("receives", received, in, in);
       break;
