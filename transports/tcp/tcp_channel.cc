@@ -23,8 +23,21 @@ Status register_host(int pointer_kind, std::unique_ptr<MemoryRegion>* out) {
 }  // namespace
 
 StripedChannel::StripedChannel(std::vector<net::Fd> stripes, std::string peer,
-                               uint64_t min_stripe_bytes)
-    : stripes_(std::move(stripes)), peer_(std::move(peer)), min_stripe_bytes_(min_stripe_bytes) {}
+                               uint64_t min_stripe_bytes, StripeWorkers::Direction direction,
+                               int threads)
+    : stripes_(std::move(stripes)), peer_(std::move(peer)), min_stripe_bytes_(min_stripe_bytes) {
+  Status s = StripeWorkers::start(direction, stripes_, threads, &workers_);
+  if (!s.ok()) {
+    CIUIC_LOG_WARN(log::kNet, "TCP channel %s: %s; this channel moves its bytes on the caller's "
+                   "thread (CIUIC_TCP_THREADS=0 behaviour)", describe().c_str(), s.message().c_str());
+  }
+}
+
+bool StripedChannel::reap_workers(WorkerFailure* failure) {
+  if (!workers_) return false;
+  workers_->reap();
+  return workers_->failure(failure);
+}
 
 std::string StripedChannel::describe() const {
   return peer_ + " (tcp, " + std::to_string(stripes_.size()) +
@@ -36,6 +49,9 @@ void StripedChannel::shutdown_all() {
   shut_down_ = true;
   // SHUT_RDWR sends what is queued, then FIN: the peer reads a queued frame before the end.
   for (const net::Fd& fd : stripes_) ::shutdown(fd.get(), SHUT_RDWR);
+  // After this no thread touches the requests' buffers: a caller told of the failure may
+  // free them at once.
+  if (workers_) workers_->stop_and_join();
 }
 
 void StripedChannel::send_abort_and_shutdown(std::string_view reason) {

@@ -9,10 +9,17 @@
 // The reverse direction of stripe 0 carries only an ABORT frame from the receiver, so a
 // sender learns why its peer gave up. All public calls take the channel's mutex: it is
 // held only for non-blocking work, so abort() from another thread waits boundedly.
+//
+// With CIUIC_TCP_THREADS > 0 the pieces on stripes 1..S-1 move on I/O threads
+// (tcp_workers.h) while the caller's thread keeps stripe 0: headers, small messages and
+// piece 0. The workers never take the channel's mutex; they count pieces down in the
+// requests and post to an eventfd that collect_poll_fds() includes.
 #pragma once
 
 #include <sys/uio.h>
 
+#include <atomic>
+#include <cstdint>
 #include <deque>
 #include <memory>
 #include <mutex>
@@ -21,6 +28,7 @@
 
 #include "base/net.h"
 #include "transports/tcp/tcp_wire.h"
+#include "transports/tcp/tcp_workers.h"
 #include "transports/transport.h"
 
 namespace ciuic::transport::tcp {
@@ -28,14 +36,21 @@ namespace ciuic::transport::tcp {
 // What every channel of this transport shares: the sockets, the sticky failure, abort.
 class StripedChannel {
  public:
-  StripedChannel(std::vector<net::Fd> stripes, std::string peer, uint64_t min_stripe_bytes);
+  StripedChannel(std::vector<net::Fd> stripes, std::string peer, uint64_t min_stripe_bytes,
+                 StripeWorkers::Direction direction, int threads);
 
   int stripe_count() const { return static_cast<int>(stripes_.size()); }
   std::string describe() const;
   // Writes an ABORT frame carrying `reason` on stripe 0 without waiting (dropped if the
   // socket is full), then shuts every stripe down. Only the first call does anything.
   void send_abort_and_shutdown(std::string_view reason);
+  // Shuts every stripe down, then stops and joins the I/O threads (bounded: their I/O
+  // never blocks and the shut-down sockets end it at once).
   void shutdown_all();
+  // Stripes this thread moves itself: all of them, or stripe 0 only when workers run.
+  int caller_stripes() const { return workers_ ? 1 : stripe_count(); }
+  // The completion eventfd, drained; the workers' failure, if any, as *failure.
+  bool reap_workers(WorkerFailure* failure);
   // Reads the peer's ABORT frame from stripe 0 without waiting: *complete once all of it
   // arrived (abort_reason_ holds the reason), *closed when the peer closed the stream.
   // Anything else on that stream is an error.
@@ -45,6 +60,7 @@ class StripedChannel {
   std::vector<net::Fd> stripes_;
   std::string peer_;
   uint64_t min_stripe_bytes_;
+  std::unique_ptr<StripeWorkers> workers_;  // null: no I/O threads (CIUIC_TCP_THREADS=0)
   mutable std::mutex mutex_;
   Status failed_;           // sticky: once set every later call returns it
   bool shut_down_ = false;  // the sockets were shut down (abort or failure)
@@ -65,7 +81,7 @@ struct SendRequest final : Request {
   uint8_t header[kFrameHeaderBytes] = {};
   StripeLayout layout;
   uint64_t sent[kMaxStripes] = {};  // bytes of each stripe's segment already written
-  int stripes_left = 0;             // stripes whose segment is not fully written
+  std::atomic<int> stripes_left{0};  // stripes whose segment is not fully written
   bool reported = false;            // test() said done: freed once at the queue's front
 
   uint64_t segment(int stripe) const {
@@ -76,6 +92,7 @@ struct SendRequest final : Request {
 class TcpSendChannel final : public SendChannel, private StripedChannel {
  public:
   TcpSendChannel(std::vector<net::Fd> stripes, std::string peer, uint64_t min_stripe_bytes);
+  ~TcpSendChannel() override;  // joins the I/O threads before the requests go
 
   Status register_memory(void* data, size_t size, int pointer_kind,
                          std::unique_ptr<MemoryRegion>* out) override;
@@ -110,6 +127,8 @@ struct RecvRequest final : Request {
   bool matched[kMaxGroupedRecvs] = {};
   int matched_count = 0;
   int completed = 0;
+  // Per buffer: pieces of its message still moving on I/O threads.
+  std::atomic<int> worker_pieces[kMaxGroupedRecvs] = {};
 };
 
 // A message whose header arrived: where its pieces go and how much of each came.
@@ -119,12 +138,14 @@ struct IncomingMessage {
   uint64_t size = 0;
   StripeLayout layout;
   uint64_t got[kMaxStripes] = {};
-  int stripes_left = 0;
+  int stripes_left = 0;     // stripe 0 counts as one, all the workers' pieces as one more
+  bool on_workers = false;  // pieces of stripes >= 1 are with the I/O threads
 };
 
 class TcpRecvChannel final : public RecvChannel, private StripedChannel {
  public:
   TcpRecvChannel(std::vector<net::Fd> stripes, std::string peer, uint64_t min_stripe_bytes);
+  ~TcpRecvChannel() override;  // joins the I/O threads before the requests go
 
   Status register_memory(void* data, size_t size, int pointer_kind,
                          std::unique_ptr<MemoryRegion>* out) override;
@@ -146,7 +167,11 @@ class TcpRecvChannel final : public RecvChannel, private StripedChannel {
   // recv() into [data, data+size); *eof when the peer closed.
   Status read_into(int stripe, uint8_t* data, size_t size, size_t* got, bool* eof);
   bool waiting_for_header() const;  // a posted receive still needs a message
-  Status closed_by_peer(int stripe);
+  // `in_flight`: size of the message being received on that stripe, if known.
+  Status closed_by_peer(int stripe, uint64_t in_flight = UINT64_MAX);
+  // Marks messages whose worker pieces all arrived; turns a worker's failure into the
+  // channel's error.
+  Status reap_worker_pieces();
   uint64_t bytes_in_flight(int stripe) const;
   IncomingMessage* message(uint64_t seq) { return &incoming_[seq - base_seq_]; }
   uint64_t end_seq() const { return base_seq_ + incoming_.size(); }

@@ -13,7 +13,12 @@ namespace ciuic::transport::tcp {
 
 TcpRecvChannel::TcpRecvChannel(std::vector<net::Fd> stripes, std::string peer,
                                uint64_t min_stripe_bytes)
-    : StripedChannel(std::move(stripes), std::move(peer), min_stripe_bytes) {}
+    : StripedChannel(std::move(stripes), std::move(peer), min_stripe_bytes,
+                     StripeWorkers::Direction::kReceive, configured_threads()) {}
+
+TcpRecvChannel::~TcpRecvChannel() {
+  if (workers_) workers_->stop_and_join();
+}
 
 void TcpRecvChannel::abort(std::string_view reason) {
   std::lock_guard<std::mutex> lock(mutex_);
@@ -28,7 +33,8 @@ void TcpRecvChannel::collect_poll_fds(std::vector<pollfd>* fds) const {
   if (!failed_.ok()) return;
   bool holding_header = stripe0_ == Stripe0::kHeader && header_got_ == kFrameHeaderBytes;
   if (!holding_header && !stripe0_ended_) fds->push_back(pollfd{stripes_[0].get(), POLLIN, 0});
-  for (int s = 1; s < stripe_count(); ++s) {
+  if (workers_) fds->push_back(pollfd{workers_->completion_fd(), POLLIN, 0});
+  for (int s = 1; s < caller_stripes(); ++s) {
     for (uint64_t q = std::max(cursor_[s], base_seq_); q < end_seq(); ++q) {
       const IncomingMessage& m = incoming_[q - base_seq_];
       if (m.got[s] < m.layout.length(s)) {
@@ -87,9 +93,10 @@ Status TcpRecvChannel::progress() {
   for (;;) {
     bool moved = false;
     s = pull_stripe0(&moved);
-    for (int stripe = 1; s.ok() && stripe < stripe_count(); ++stripe) s = pull_stripe(stripe, &moved);
+    for (int stripe = 1; s.ok() && stripe < caller_stripes(); ++stripe) s = pull_stripe(stripe, &moved);
     if (!s.ok() || !moved) break;
   }
+  if (s.ok() && workers_) s = reap_worker_pieces();
   if (!s.ok() && failed_.ok()) {
     failed_ = s;
     // Tell the sender why (a size or tag mismatch is its business too) rather than let it
@@ -234,11 +241,26 @@ Status TcpRecvChannel::accept_header(bool* held) {
   m.slot = slot;
   m.size = h.size;
   m.layout = split_message(h.size, stripe_count(), min_stripe_bytes_);
-  for (int i = 0; i < stripe_count(); ++i) m.stripes_left += m.layout.length(i) > 0 ? 1 : 0;
+  int worker_pieces = 0;
+  if (workers_) {
+    for (int i = 1; i < m.layout.pieces; ++i) worker_pieces += m.layout.length(i) > 0 ? 1 : 0;
+    m.stripes_left = (m.layout.length(0) > 0 ? 1 : 0) + (worker_pieces > 0 ? 1 : 0);
+    m.on_workers = worker_pieces > 0;
+  } else {
+    for (int i = 0; i < stripe_count(); ++i) m.stripes_left += m.layout.length(i) > 0 ? 1 : 0;
+  }
   if (m.stripes_left == 0) {  // an empty message is complete with its header
     r->received[slot] = 0;
     ++r->completed;
     return Status::Ok();
+  }
+  if (worker_pieces > 0) {
+    r->worker_pieces[slot].store(worker_pieces, std::memory_order_relaxed);
+    for (int i = 1; i < m.layout.pieces; ++i) {
+      if (m.layout.length(i) == 0) continue;
+      workers_->submit(i, PieceJob{r->data[slot] + m.layout.offset(i), m.layout.length(i), h.size,
+                                   &r->worker_pieces[slot]});
+    }
   }
   incoming_.push_back(m);
   if (m.layout.length(0) > 0) {
@@ -302,7 +324,29 @@ bool TcpRecvChannel::waiting_for_header() const {
   return false;
 }
 
-Status TcpRecvChannel::closed_by_peer(int stripe) {
+Status TcpRecvChannel::reap_worker_pieces() {
+  WorkerFailure f;
+  if (reap_workers(&f)) {
+    if (f.error == 0 || f.error == ECONNRESET) {
+      end_was_reset_ = f.error == ECONNRESET;
+      return closed_by_peer(f.stripe, f.message_size);
+    }
+    return errno_error("recv from " + describe() + " (stripe " + std::to_string(f.stripe) + ")",
+                       f.error);
+  }
+  // piece_done() retires finished messages from the front, so re-read base_seq_.
+  for (uint64_t q = base_seq_; q < end_seq(); q = std::max(q + 1, base_seq_)) {
+    IncomingMessage* m = message(q);
+    if (!m->on_workers ||
+        m->request->worker_pieces[m->slot].load(std::memory_order_acquire) != 0)
+      continue;
+    m->on_workers = false;
+    piece_done(m);
+  }
+  return Status::Ok();
+}
+
+Status TcpRecvChannel::closed_by_peer(int stripe, uint64_t in_flight) {
   // The sender may have aborted: its reason sits on stripe 0, perhaps behind payload.
   if (stripe != 0 && !draining_for_abort_) {
     draining_for_abort_ = true;
@@ -317,7 +361,8 @@ Status TcpRecvChannel::closed_by_peer(int stripe) {
                         " closed by the peer (no receive in flight; the peer process exited or "
                         "closed its send channel)");
   return remote_error("connection to " + describe() + (end_was_reset_ ? " reset" : " closed") +
-                      " by the peer during a " + std::to_string(bytes_in_flight(stripe)) +
+                      " by the peer during a " +
+                      std::to_string(in_flight != UINT64_MAX ? in_flight : bytes_in_flight(stripe)) +
                       "-byte receive, socket " + std::to_string(stripe) +
                       " (the peer process exited or aborted)");
 }

@@ -17,7 +17,12 @@ constexpr int kMaxIov = 64;
 
 TcpSendChannel::TcpSendChannel(std::vector<net::Fd> stripes, std::string peer,
                                uint64_t min_stripe_bytes)
-    : StripedChannel(std::move(stripes), std::move(peer), min_stripe_bytes) {}
+    : StripedChannel(std::move(stripes), std::move(peer), min_stripe_bytes,
+                     StripeWorkers::Direction::kSend, configured_threads()) {}
+
+TcpSendChannel::~TcpSendChannel() {
+  if (workers_) workers_->stop_and_join();
+}
 
 void TcpSendChannel::abort(std::string_view reason) {
   std::lock_guard<std::mutex> lock(mutex_);
@@ -55,7 +60,8 @@ void TcpSendChannel::abort(std::string_view reason) {
 void TcpSendChannel::collect_poll_fds(std::vector<pollfd>* fds) const {
   std::lock_guard<std::mutex> lock(mutex_);
   if (!failed_.ok()) return;
-  for (int s = 0; s < stripe_count(); ++s) {
+  if (workers_) fds->push_back(pollfd{workers_->completion_fd(), POLLIN, 0});
+  for (int s = 0; s < caller_stripes(); ++s) {
     // Stripe 0 also hears the receiver's ABORT or close (once: a closed end stays readable).
     short events = s == 0 && !receiver_closed_ ? POLLIN : 0;
     for (uint64_t q = std::max(cursor_[s], base_seq_); q < end_seq(); ++q) {
@@ -83,6 +89,14 @@ Status TcpSendChannel::isend(const void* data, size_t size, int tag, MemoryRegio
   encode_frame({FrameType::kData, tag, size}, r->header);
   r->layout = split_message(size, stripe_count(), min_stripe_bytes_);
   for (int s = 0; s < stripe_count(); ++s) r->stripes_left += r->segment(s) > 0 ? 1 : 0;
+  // Pieces 1.. go to the I/O threads now; stripe 0 (header and piece 0) leaves below.
+  if (workers_) {
+    for (int s = 1; s < r->layout.pieces; ++s) {
+      if (r->layout.length(s) == 0) continue;
+      workers_->submit(s, PieceJob{const_cast<uint8_t*>(r->data) + r->layout.offset(s),
+                                   r->layout.length(s), r->size, &r->stripes_left});
+    }
+  }
   *request = r.get();
   queue_.push_back(std::move(r));
   ++outstanding_;
@@ -125,9 +139,20 @@ Status TcpSendChannel::test(Request* request, bool* done, size_t* size) {
 Status TcpSendChannel::progress() {
   Status s;
   bool stalled = false;
-  for (int stripe = 0; s.ok() && stripe < stripe_count(); ++stripe) {
+  for (int stripe = 0; s.ok() && stripe < caller_stripes(); ++stripe) {
     bool moved = false;
     s = push_stripe(stripe, &moved);
+  }
+  WorkerFailure f;
+  if (s.ok() && reap_workers(&f)) {
+    if (f.error == EPIPE || f.error == ECONNRESET || f.error == 0) {
+      // The receiver may have said why before it went: prefer its reason.
+      Status why = check_peer();
+      s = why.ok() ? peer_gone(f.error == ECONNRESET ? "reset" : "closed") : why;
+    } else {
+      s = errno_error("send to " + describe() + " (socket " + std::to_string(f.stripe) + ")",
+                      f.error);
+    }
   }
   for (uint64_t q = base_seq_; q < end_seq() && !stalled; ++q) stalled = at(q)->stripes_left > 0;
   // While a send cannot leave, look for the receiver's ABORT or close (isend looks too);
