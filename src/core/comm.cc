@@ -39,6 +39,7 @@ const config::StringParam kAlgo{
 constexpr uint32_t kHelloMagic = 0x4349484c;  // "CIHL": first message on every channel
 constexpr int kHelloTag = 0x43494800;         // its tag: no rank has this number
 constexpr size_t kHostNameBytes = 64;
+constexpr size_t kEndpointRecordBytes = transport::kHandleBytes + kHostNameBytes;  // handle, host name
 
 std::string algorithm_for(coll::Collective c) {
   std::string spec = kAlgo.get();
@@ -107,56 +108,71 @@ Status Communicator::create(const UniqueId& id, const std::string& name_space, i
 
 Status Communicator::init(const UniqueId& id, const std::string& name_space, int rank,
                           int nranks) {
+  // The store lives as long as the communicators of the process that serves it.
+  server_ = find_server(id.root);
+  if (server_) forget_server(id.root);
+  Deadline deadline = Deadline::after_ms(kTimeoutMs.get());
+  const std::string where = "rank " + std::to_string(rank) + " of " + std::to_string(nranks);
+  CIUIC_RETURN_IF_ERROR(
+      StoreClient::connect(id, name_space, rank, nranks, deadline, &store_).prefix(where));
+  std::vector<uint8_t> mine;
+  CIUIC_RETURN_IF_ERROR(open_endpoint(id, name_space, rank, nranks, &mine));
+  std::vector<std::vector<uint8_t>> all;
+  CIUIC_RETURN_IF_ERROR(store_->allgather("listeners", mine, &all, deadline).prefix(where));
+  return adopt_peers(all);
+}
+
+Status Communicator::open_endpoint(const UniqueId& id, const std::string& name_space, int rank,
+                                   int nranks, std::vector<uint8_t>* record) {
   rank_ = rank;
   nranks_ = nranks;
   id_ = id;
   name_space_ = name_space;
-  // The store lives as long as the communicators of the process that serves it.
-  server_ = find_server(id.root);
-  if (server_) forget_server(id.root);
   wake_fd_.reset(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
   if (!wake_fd_.valid()) return errno_error("eventfd", errno);
-  Deadline deadline = Deadline::after_ms(kTimeoutMs.get());
-  std::string where = "rank " + std::to_string(rank) + " of " + std::to_string(nranks);
-  CIUIC_RETURN_IF_ERROR(
-      StoreClient::connect(id, name_space, rank, nranks, deadline, &store_).prefix(where));
-
-  std::string why;
+  const std::string where = "rank " + std::to_string(rank) + " of " + std::to_string(nranks);
   transport::TransportOptions options;
   options.handshake_timeout_ms = kTimeoutMs.get();
   CIUIC_RETURN_IF_ERROR(
-      transport::create_transport(kTransport.get(), options, &transport_, &why).prefix(where));
-  transport::DeviceProperties props;
-  CIUIC_RETURN_IF_ERROR(transport_->device_properties(0, &props).prefix(where));
+      transport::create_transport(kTransport.get(), options, &transport_, &transport_why_).prefix(where));
   CIUIC_RETURN_IF_ERROR(transport_->listen(0, &listener_).prefix(where));
+  record->assign(kEndpointRecordBytes, 0);
+  std::memcpy(record->data(), listener_->handle().bytes, transport::kHandleBytes);
+  gethostname(reinterpret_cast<char*>(record->data() + transport::kHandleBytes), kHostNameBytes - 1);
+  return Status::Ok();
+}
 
-  std::vector<uint8_t> mine(transport::kHandleBytes + kHostNameBytes, 0);
-  std::memcpy(mine.data(), listener_->handle().bytes, transport::kHandleBytes);
-  gethostname(reinterpret_cast<char*>(mine.data() + transport::kHandleBytes), kHostNameBytes - 1);
-  std::vector<std::vector<uint8_t>> all;
-  CIUIC_RETURN_IF_ERROR(store_->allgather("listeners", mine, &all, deadline).prefix(where));
-  handles_.resize(static_cast<size_t>(nranks));
-  peer_names_.resize(static_cast<size_t>(nranks));
+Status Communicator::adopt_peers(const std::vector<std::vector<uint8_t>>& records) {
+  const std::string where = "rank " + std::to_string(rank_) + " of " + std::to_string(nranks_);
+  if (records.size() != static_cast<size_t>(nranks_))
+    return internal_error(where + ": " + std::to_string(records.size()) + " endpoint records for " +
+                          std::to_string(nranks_) + " ranks");
+  const char* my_host = reinterpret_cast<const char*>(records[rank_].data() + transport::kHandleBytes);
+  handles_.resize(static_cast<size_t>(nranks_));
+  peer_names_.resize(static_cast<size_t>(nranks_));
+  peers_.resize(static_cast<size_t>(nranks_));
   int local_ranks = 0;
-  peers_.resize(static_cast<size_t>(nranks));
-  for (int r = 0; r < nranks; ++r) {
-    if (all[r].size() != mine.size())
-      return internal_error(where + ": malformed listener record from rank " + std::to_string(r));
-    std::memcpy(handles_[r].bytes, all[r].data(), transport::kHandleBytes);
-    std::string host(reinterpret_cast<const char*>(all[r].data() + transport::kHandleBytes));
+  for (int r = 0; r < nranks_; ++r) {
+    const std::vector<uint8_t>& rec = records[r];
+    if (rec.size() != kEndpointRecordBytes || rec.back() != 0)
+      return internal_error(where + ": malformed endpoint record from rank " + std::to_string(r));
+    std::memcpy(handles_[r].bytes, rec.data(), transport::kHandleBytes);
+    std::string host(reinterpret_cast<const char*>(rec.data() + transport::kHandleBytes));
     peer_names_[r] = "rank " + std::to_string(r) + " on " + host;
-    if (host == reinterpret_cast<const char*>(mine.data() + transport::kHandleBytes)) ++local_ranks;
+    if (host == my_host) ++local_ranks;
   }
   // More ranks on this host than cores we may run on: a waiting rank yields its core to
   // one with work (as Open MPI does when oversubscribed); otherwise it polls undisturbed.
   cpu_set_t cpus;
   const int cores = sched_getaffinity(0, sizeof(cpus), &cpus) == 0 ? CPU_COUNT(&cpus) : 1;
   oversubscribed_ = local_ranks > cores;
+  transport::DeviceProperties props;
+  CIUIC_RETURN_IF_ERROR(transport_->device_properties(0, &props).prefix(where));
   CIUIC_LOG_INFO(log::kInit,
                  "ciuic %d.%d.%d %s (%s): transport %s, device %s, %s; %d ranks on this host, "
                  "%d cores: %s when idle",
                  CIUIC_VERSION_MAJOR, CIUIC_VERSION_MINOR, CIUIC_VERSION_PATCH, where.c_str(),
-                 name_space.c_str(), transport_->name(), props.name.c_str(), why.c_str(),
+                 name_space_.c_str(), transport_->name(), props.name.c_str(), transport_why_.c_str(),
                  local_ranks, cores, oversubscribed_ ? "yield" : "poll");
   return Status::Ok();
 }
@@ -504,34 +520,63 @@ Status Communicator::run(const coll::CollectiveArgs& args, const coll::Buffers& 
   return wait(op);
 }
 
+// A split is a collective over this communicator's own connections: every rank opens the
+// child's listener first, then one allgather carries (color, key, rank, endpoint record),
+// and each child is built from those records. The bootstrap store is not involved, so a
+// split works however long ago init was, and after rank 0's process has let its store go.
 Status Communicator::split(int color, int key, std::unique_ptr<Communicator>* out) {
   out->reset();
-  std::lock_guard<std::mutex> exec(exec_mutex_);
-  drive_queue(nullptr);  // a split is ordered after everything issued before it
+  {
+    std::lock_guard<std::mutex> exec(exec_mutex_);
+    drive_queue(nullptr);  // a split is ordered after everything issued before it
+  }
   if (broken_.load() || aborted_.load())
     return aborted_error("cannot split a communicator that failed or was aborted");
-  uint64_t seq = ++split_count_;
-  std::vector<uint8_t> mine(12);
-  int32_t words[3] = {color, key, rank_};
-  std::memcpy(mine.data(), words, sizeof(words));
-  std::vector<std::vector<uint8_t>> all;
-  Deadline deadline = Deadline::after_ms(kTimeoutMs.get());
-  CIUIC_RETURN_IF_ERROR(store_->allgather("split/" + std::to_string(seq), mine, &all, deadline)
-                            .prefix("split on rank " + std::to_string(rank_)));
+  const uint64_t seq = ++split_count_;
+  const std::string ns = name_space_ + "/split" + std::to_string(seq) + "/color" + std::to_string(color);
+  constexpr size_t kWords = 3 * sizeof(int32_t);
+  std::vector<uint8_t> mine(kWords + kEndpointRecordBytes, 0);
+  const int32_t words[3] = {color, key, rank_};
+  std::memcpy(mine.data(), words, kWords);
+  std::unique_ptr<Communicator> child;
+  if (color >= 0) {
+    // Rank and size are fixed once every color is known; the endpoint does not depend on them.
+    child.reset(new Communicator());
+    std::vector<uint8_t> record;
+    CIUIC_RETURN_IF_ERROR(child->open_endpoint(id_, ns, 0, 1, &record).prefix("split on rank " + std::to_string(rank_)));
+    std::memcpy(mine.data() + kWords, record.data(), record.size());
+  }
+  std::vector<uint8_t> gathered(mine.size() * static_cast<size_t>(nranks_));
+  coll::CollectiveArgs args;
+  args.collective = coll::Collective::kAllgather;
+  args.rank = rank_;
+  args.nranks = nranks_;
+  args.count = mine.size();
+  args.datatype = CIUIC_UINT8;
+  coll::Buffers buffers;
+  buffers.send = mine.data();
+  buffers.recv = gathered.data();
+  CIUIC_RETURN_IF_ERROR(run(args, buffers).prefix("split on rank " + std::to_string(rank_)));
   if (color < 0) return Status::Ok();
+
   std::vector<std::pair<int, int>> members;  // (key, old rank)
-  for (const auto& rec : all) {
+  for (int r = 0; r < nranks_; ++r) {
     int32_t w[3];
-    if (rec.size() != sizeof(w)) return internal_error("malformed split record");
-    std::memcpy(w, rec.data(), sizeof(w));
+    std::memcpy(w, gathered.data() + mine.size() * r, kWords);
+    if (w[2] != r) return internal_error("split: malformed record from rank " + std::to_string(r));
     if (w[0] == color) members.emplace_back(w[1], w[2]);
   }
   std::sort(members.begin(), members.end());
-  int new_rank = 0;
-  for (size_t i = 0; i < members.size(); ++i)
-    if (members[i].second == rank_) new_rank = static_cast<int>(i);
-  std::string ns = name_space_ + "/split" + std::to_string(seq) + "/color" + std::to_string(color);
-  return create(id_, ns, new_rank, static_cast<int>(members.size()), out);
+  std::vector<std::vector<uint8_t>> records;
+  for (size_t i = 0; i < members.size(); ++i) {
+    if (members[i].second == rank_) child->rank_ = static_cast<int>(i);
+    const uint8_t* rec = gathered.data() + mine.size() * members[i].second + kWords;
+    records.emplace_back(rec, rec + kEndpointRecordBytes);
+  }
+  child->nranks_ = static_cast<int>(members.size());
+  CIUIC_RETURN_IF_ERROR(child->adopt_peers(records));
+  *out = std::move(child);
+  return Status::Ok();
 }
 
 void Communicator::abort() {

@@ -82,6 +82,12 @@ class Communicator final : public coll::PeerLinks {
  private:
   Communicator() = default;
   Status init(const UniqueId& id, const std::string& name_space, int rank, int nranks);
+  // What init needs no peer for: the wake fd, the transport, its listener. *record gets this
+  // rank's endpoint record (listener handle and host name) for the others.
+  Status open_endpoint(const UniqueId& id, const std::string& name_space, int rank, int nranks,
+                       std::vector<uint8_t>* record);
+  // Takes every rank's endpoint record, in rank order.
+  Status adopt_peers(const std::vector<std::vector<uint8_t>>& records);
   Status enqueue(const coll::CollectiveArgs& args, const coll::Buffers& buffers,
                  std::shared_ptr<Operation>* out);
   // Runs ops[0] (a collective), or several point-to-point ops as one group so that an
@@ -106,6 +112,7 @@ class Communicator final : public coll::PeerLinks {
 
   std::unique_ptr<transport::Transport> transport_;
   std::unique_ptr<transport::Listener> listener_;
+  std::string transport_why_;  // why this transport ("auto chose tcp ...") for the startup line
   std::vector<transport::ConnectHandle> handles_;
   std::vector<std::string> peer_names_;  // "rank 2 (127.0.0.1:4000)"
   struct Peer {
