@@ -158,6 +158,24 @@ def now_ns():
     return time.clock_gettime_ns(time.CLOCK_MONOTONIC)
 
 
+def leads_to(job, rank, culprit):
+    """True when rank's error names the culprit, or names a rank whose error leads there.
+
+    When every rank times out at once (a silent link: nothing fails before the deadline),
+    each names the peer it waited on; in a ring, following those names from any rank
+    reaches the one that never sent."""
+    seen, frontier = {rank}, [rank]
+    while frontier:
+        msg = job.results.get(frontier.pop(), {}).get("msg", "")
+        for named in {int(x) for x in re.findall(r"rank (\d+)", msg)}:
+            if named == culprit:
+                return True
+            if named not in seen:
+                seen.add(named)
+                frontier.append(named)
+    return False
+
+
 class Case:
     def __init__(self, name):
         self.name, self.trials, self.hangs, self.failures, self.latencies_ms, self.notes = name, 0, 0, [], [], []
@@ -179,13 +197,8 @@ class Case:
                 continue
             if r["code"] not in (CIUIC_ERR_REMOTE, CIUIC_ERR_TIMEOUT):
                 self.fail(f"rank {rank}: code {r['code']} is not a peer failure: {r['msg']}", job)
-            if f"rank {culprit}" not in r["msg"]:
-                # A rank that only waited on ranks stuck behind the culprit may name those
-                # instead; following its names must lead to the culprit (checked below).
-                named = {int(x) for x in re.findall(r"rank (\d+)", r["msg"])} - {rank}
-                leads = any(f"rank {culprit}" in job.results.get(o, {}).get("msg", "") for o in named)
-                if not leads:
-                    self.fail(f"rank {rank}'s error leads nowhere near rank {culprit}: {r['msg']}", job)
+            if not leads_to(job, rank, culprit):
+                self.fail(f"rank {rank}'s error leads nowhere near rank {culprit}: {r['msg']}", job)
             latency = (r["end_ns"] - max(since_ns, r["start_ns"])) / 1e6
             self.latencies_ms.append(latency)
             if not self.example:
