@@ -1,6 +1,8 @@
 // Plugin lifecycle, device properties and connection setup.
 #include "plugins/nccl/plugin_core.h"
 
+#include <sched.h>
+
 #include <algorithm>
 #include <atomic>
 #include <climits>
@@ -90,6 +92,45 @@ const char* intern(GlobalState& g, const std::string& text) {
   return g.interned.back().c_str();
 }
 
+// NCCL drives every connection from one proxy thread. With the TCP transport's defaults
+// that thread copies every byte itself, so where cores are to spare each channel gets
+// I/O threads, and pieces small enough that NCCL's 512 KiB steps are striped over the
+// sockets (measured in docs/nccl-plugin.md). What the user set wins.
+constexpr int kCoresForTcpThreads = 8;
+constexpr const char* kPluginTcpThreads = "3";
+constexpr const char* kPluginMinStripeBytes = "64K";
+
+void choose_tcp_defaults() {
+  cpu_set_t cpus;
+  CPU_ZERO(&cpus);
+  const int cores = sched_getaffinity(0, sizeof(cpus), &cpus) == 0 ? CPU_COUNT(&cpus) : 1;
+  const bool spare = cores >= kCoresForTcpThreads;
+  const config::Param* threads = config::find_param("CIUIC_TCP_THREADS");
+  const config::Param* min_stripe = config::find_param("CIUIC_TCP_MIN_STRIPE_BYTES");
+  if (threads == nullptr) return;  // no TCP transport in this build
+  // A first init after the last finalize reads the environment afresh: forget the
+  // choices made for the previous generation of communicators.
+  static bool overridden = false;
+  if (overridden) {
+    config::set_override("CIUIC_TCP_THREADS", std::nullopt);
+    config::set_override("CIUIC_TCP_MIN_STRIPE_BYTES", std::nullopt);
+    overridden = false;
+  }
+  config::reload_environment();
+  const bool chosen = !threads->is_set();
+  if (chosen) {
+    overridden = true;
+    config::set_override("CIUIC_TCP_THREADS", spare ? kPluginTcpThreads : "0");
+    if (spare && min_stripe != nullptr && !min_stripe->is_set())
+      config::set_override("CIUIC_TCP_MIN_STRIPE_BYTES", kPluginMinStripeBytes);
+  }
+  CIUIC_LOG_INFO(log::kInit, "TCP: %s I/O thread(s) per channel, minimum piece %s (%s)",
+                 threads->current_text().c_str(),
+                 min_stripe != nullptr ? min_stripe->current_text().c_str() : "?",
+                 chosen ? (spare ? "chosen for a host with >= 8 cores" : "fewer than 8 cores")
+                        : "set by CIUIC_TCP_THREADS");
+}
+
 Status acquire_locked(GlobalState& g, ncclDebugLogger_t logger) {
   if (logger != nullptr) nccl_logger.store(logger);
   log::set_sink(&forward_to_nccl);
@@ -103,6 +144,7 @@ Status acquire_locked(GlobalState& g, ncclDebugLogger_t logger) {
       level != nullptr && !level->is_set())
     config::set_override("CIUIC_DEBUG", "INFO");
 
+  choose_tcp_defaults();
   std::string name = kNetTransport.get();
   std::string why;
   std::unique_ptr<transport::Transport> t;

@@ -2,6 +2,8 @@
 // NCCL's call sequences (per-communicator init, properties, non-blocking connection
 // setup polled from two threads, registration, grouped tagged transfers, close,
 // finalize). Traffic stays on loopback (CIUIC_SOCKET_IFNAME=lo from ctest).
+#include <sched.h>
+
 #include <cstdlib>
 #include <cstring>
 
@@ -37,6 +39,56 @@ class NcclPluginTest : public ::testing::Test {
   const ncclNet_v11_t* v11_ = nullptr;
   const ncclNet_v8_t* v8_ = nullptr;
 };
+
+// The data-path scenarios run with the TCP transport's bytes moved on NCCL's calling
+// thread (CIUIC_TCP_THREADS=0) and on the transport's I/O threads, with pieces small
+// enough that most transfers are striped.
+class NcclPluginIoTest : public NcclPluginTest, public ::testing::WithParamInterface<int> {
+ protected:
+  void SetUp() override {
+    setenv("CIUIC_TCP_THREADS", std::to_string(GetParam()).c_str(), 1);
+    if (GetParam() > 0) setenv("CIUIC_TCP_MIN_STRIPE_BYTES", "16K", 1);
+    NcclPluginTest::SetUp();
+  }
+  void TearDown() override {
+    unsetenv("CIUIC_TCP_THREADS");
+    unsetenv("CIUIC_TCP_MIN_STRIPE_BYTES");
+  }
+};
+
+INSTANTIATE_TEST_SUITE_P(Io, NcclPluginIoTest, ::testing::Values(0, 3),
+                         [](const ::testing::TestParamInfo<int>& param) {
+                           return param.param == 0 ? std::string("Inline")
+                                                  : "Threads" + std::to_string(param.param);
+                         });
+
+bool logged_info(const std::string& needle) {
+  std::lock_guard<std::mutex> lock(log_mutex());
+  for (const LogLine& l : log_lines())
+    if (l.level == NCCL_LOG_INFO && l.text.find(needle) != std::string::npos) return true;
+  return false;
+}
+
+TEST_F(NcclPluginTest, TcpThreadsFollowTheCoreCountUnlessSet) {
+  unsetenv("CIUIC_TCP_THREADS");
+  cpu_set_t cpus;
+  CPU_ZERO(&cpus);
+  ASSERT_EQ(sched_getaffinity(0, sizeof(cpus), &cpus), 0);
+  const bool big_host = CPU_COUNT(&cpus) >= 8;
+  void* ctx = init_v11();
+  EXPECT_TRUE(logged_info(big_host ? "TCP: 3 I/O thread(s) per channel, minimum piece 64K"
+                                   : "TCP: 0 I/O thread(s) per channel"))
+      << all_logged();
+  ASSERT_EQ(v11_->finalize(ctx), ncclSuccess);
+  // A setting in the environment wins, read afresh by the next first init.
+  setenv("CIUIC_TCP_THREADS", "2", 1);
+  ctx = init_v11();
+  EXPECT_TRUE(logged_info("TCP: 2 I/O thread(s) per channel") &&
+              logged_info("(set by CIUIC_TCP_THREADS)"))
+      << all_logged();
+  ASSERT_EQ(v11_->finalize(ctx), ncclSuccess);
+  unsetenv("CIUIC_TCP_THREADS");
+}
 
 TEST_F(NcclPluginTest, ExportsEveryVersionWithHostOnlyOptionalMembersNull) {
   const auto* v10 = lib_.table<ncclNet_v10_t>("ncclNetPlugin_v10");
@@ -148,7 +200,7 @@ TEST_F(NcclPluginTest, UnknownTransportFailsInitCleanly) {
   EXPECT_EQ(v11_->finalize(ctx), ncclSuccess);
 }
 
-TEST_F(NcclPluginTest, ThousandsOfGroupedTransfersThroughV11) {
+TEST_P(NcclPluginIoTest, ThousandsOfGroupedTransfersThroughV11) {
   NetV11 net{v11_, init_v11()};
   void* send_comm = nullptr;
   void* recv_comm = nullptr;
@@ -167,7 +219,7 @@ TEST_F(NcclPluginTest, ThousandsOfGroupedTransfersThroughV11) {
   EXPECT_EQ(v11_->finalize(net.ctx), ncclSuccess);
 }
 
-TEST_F(NcclPluginTest, GroupedTransfersThroughV8WithIntSizes) {
+TEST_P(NcclPluginIoTest, GroupedTransfersThroughV8WithIntSizes) {
   ASSERT_EQ(v8_->init(capture_logger), ncclSuccess);
   ASSERT_EQ(v8_->init(capture_logger), ncclSuccess) << "NCCL < 2.28 may init again";
   NetV8 net{v8_};
@@ -189,7 +241,7 @@ TEST_F(NcclPluginTest, GroupedTransfersThroughV8WithIntSizes) {
   EXPECT_EQ(net.close_recv(recv_comm), ncclSuccess);
 }
 
-TEST_F(NcclPluginTest, SenderClosedMidTransferFailsTheReceiverPromptly) {
+TEST_P(NcclPluginIoTest, SenderClosedMidTransferFailsTheReceiverPromptly) {
   NetV11 net{v11_, init_v11()};
   void* send_comm = nullptr;
   void* recv_comm = nullptr;
@@ -229,7 +281,7 @@ TEST_F(NcclPluginTest, SenderClosedMidTransferFailsTheReceiverPromptly) {
   EXPECT_EQ(v11_->finalize(net.ctx), ncclSuccess);
 }
 
-TEST_F(NcclPluginTest, SendLargerThanReceiveIsAnErrorOnTheReceiver) {
+TEST_P(NcclPluginIoTest, SendLargerThanReceiveIsAnErrorOnTheReceiver) {
   NetV11 net{v11_, init_v11()};
   void *send_comm = nullptr, *recv_comm = nullptr;
   connect_pair(net, &send_comm, &recv_comm);
@@ -304,7 +356,7 @@ TEST_F(NcclPluginTest, ContextsAreCountedAndTheLastFinalizeClosesTheTransport) {
   EXPECT_EQ(listen_comm, nullptr);
 }
 
-TEST_F(NcclPluginTest, TwentyInitFinalizeCyclesLeakNoThreadOrDescriptor) {
+TEST_P(NcclPluginIoTest, TwentyInitFinalizeCyclesLeakNoThreadOrDescriptor) {
   // Warm up once: lazily created process-wide things (logger state, dlopen's own files)
   // are not leaks.
   auto cycle = [&](int i) {

@@ -6,7 +6,9 @@
 #include <algorithm>
 #include <cmath>
 #include <random>
+#include <string>
 #include <thread>
+#include <tuple>
 
 #include "unit/tcp_test_helpers.h"
 
@@ -21,6 +23,19 @@ using tcp_test::fill;
 using tcp_test::TcpTransportTest;
 using tcp_test::wait_done;
 
+// Every data-path test runs twice: every byte moved on the caller's thread
+// (CIUIC_TCP_THREADS=0), and the pieces of striped messages moved by I/O threads.
+class TcpDataPathTest : public TcpTransportTest, public ::testing::WithParamInterface<int> {
+ protected:
+  ScopedConfig threads_{"CIUIC_TCP_THREADS", std::to_string(GetParam())};
+};
+
+std::string threads_name(const ::testing::TestParamInfo<int>& info) {
+  return info.param == 0 ? "Inline" : "Threads" + std::to_string(info.param);
+}
+
+INSTANTIATE_TEST_SUITE_P(Io, TcpDataPathTest, ::testing::Values(0, 3), threads_name);
+
 TEST_F(TcpTransportTest, DeviceIsTheChosenInterfaceAndHostOnly) {
   DeviceProperties p;
   ASSERT_TRUE(transport_->device_properties(0, &p).ok());
@@ -31,7 +46,7 @@ TEST_F(TcpTransportTest, DeviceIsTheChosenInterfaceAndHostOnly) {
   EXPECT_FALSE(transport_->device_properties(1, &p).ok());
 }
 
-TEST_F(TcpTransportTest, ConnectAndAcceptFromTwoThreads) {
+TEST_P(TcpDataPathTest, ConnectAndAcceptFromTwoThreads) {
   ChannelPair pair;
   Status s = connect_pair(transport_.get(), &pair);
   ASSERT_TRUE(s.ok()) << s.to_string();
@@ -114,28 +129,37 @@ void stream_random_messages(Transport* t, int count, size_t max_size, int depth)
   EXPECT_EQ(bad, 0);
 }
 
-TEST_F(TcpTransportTest, ThousandsOfRandomMessagesArriveIntact) {
+TEST_P(TcpDataPathTest, ThousandsOfRandomMessagesArriveIntact) {
   stream_random_messages(transport_.get(), 3000, size_t{8} << 20, 8);
 }
 
-class TcpStripesTest : public TcpTransportTest, public ::testing::WithParamInterface<int> {};
+// (stripes, I/O threads)
+class TcpStripesTest : public TcpTransportTest,
+                       public ::testing::WithParamInterface<std::tuple<int, int>> {};
 
 TEST_P(TcpStripesTest, StripedMessagesArriveIntact) {
-  ScopedConfig sockets("CIUIC_TCP_SOCKETS", std::to_string(GetParam()));
+  const int stripes = std::get<0>(GetParam());
+  ScopedConfig sockets("CIUIC_TCP_SOCKETS", std::to_string(stripes));
+  ScopedConfig threads("CIUIC_TCP_THREADS", std::to_string(std::get<1>(GetParam())));
   ScopedConfig min_piece("CIUIC_TCP_MIN_STRIPE_BYTES", "16K");  // split even mid-size messages
   ChannelPair probe;
   ASSERT_TRUE(connect_pair(transport_.get(), &probe).ok());
-  std::string expected = "(tcp, " + std::to_string(GetParam()) +
-                         (GetParam() == 1 ? " socket)" : " sockets)");
+  std::string expected = "(tcp, " + std::to_string(stripes) +
+                         (stripes == 1 ? " socket)" : " sockets)");
   EXPECT_NE(probe.send->peer_description().find(expected), std::string::npos)
       << probe.send->peer_description();
   EXPECT_NE(probe.recv->peer_description().find(expected), std::string::npos);
   stream_random_messages(transport_.get(), 400, size_t{8} << 20, 6);
 }
 
-INSTANTIATE_TEST_SUITE_P(Stripes, TcpStripesTest, ::testing::Values(1, 2, 3, 8));
+INSTANTIATE_TEST_SUITE_P(Stripes, TcpStripesTest,
+                         ::testing::Combine(::testing::Values(1, 2, 3, 8), ::testing::Values(0, 2)),
+                         [](const ::testing::TestParamInfo<std::tuple<int, int>>& param) {
+                           return std::to_string(std::get<0>(param.param)) + "Sockets" +
+                                  std::to_string(std::get<1>(param.param)) + "Threads";
+                         });
 
-TEST_F(TcpTransportTest, GroupedReceivesPutEachTagInItsBuffer) {
+TEST_P(TcpDataPathTest, GroupedReceivesPutEachTagInItsBuffer) {
   ChannelPair pair;
   ASSERT_TRUE(connect_pair(transport_.get(), &pair).ok());
   std::mt19937 rng(7);
@@ -179,7 +203,7 @@ TEST_F(TcpTransportTest, GroupedReceivesPutEachTagInItsBuffer) {
   }
 }
 
-TEST_F(TcpTransportTest, ReceiveLargerThanSendReportsTheRealSize) {
+TEST_P(TcpDataPathTest, ReceiveLargerThanSendReportsTheRealSize) {
   ChannelPair pair;
   ASSERT_TRUE(connect_pair(transport_.get(), &pair).ok());
   std::vector<uint8_t> out(1000), in(5000, 0xee);
@@ -199,7 +223,7 @@ TEST_F(TcpTransportTest, ReceiveLargerThanSendReportsTheRealSize) {
   EXPECT_EQ(in[1000], 0xee);  // nothing written past the message
 }
 
-TEST_F(TcpTransportTest, SendLargerThanReceiveIsAnErrorOnTheReceiver) {
+TEST_P(TcpDataPathTest, SendLargerThanReceiveIsAnErrorOnTheReceiver) {
   ChannelPair pair;
   ASSERT_TRUE(connect_pair(transport_.get(), &pair).ok());
   std::vector<uint8_t> out(5000), in(1000);
@@ -223,7 +247,7 @@ TEST_F(TcpTransportTest, SendLargerThanReceiveIsAnErrorOnTheReceiver) {
   EXPECT_NE(sent.message().find("1000-byte receive buffer"), std::string::npos) << sent.message();
 }
 
-TEST_F(TcpTransportTest, MoreThan32OutstandingRequestsAreRefusedUntilOneIsDone) {
+TEST_P(TcpDataPathTest, MoreThan32OutstandingRequestsAreRefusedUntilOneIsDone) {
   ChannelPair pair;
   ASSERT_TRUE(connect_pair(transport_.get(), &pair).ok());
   uint8_t byte = 1;
@@ -260,7 +284,7 @@ TEST_F(TcpTransportTest, MoreThan32OutstandingRequestsAreRefusedUntilOneIsDone) 
 }
 
 // A peer that goes away mid-transfer: the other side fails within a deadline, naming it.
-TEST_F(TcpTransportTest, ReceiverGoneMidTransferFailsTheSender) {
+TEST_P(TcpDataPathTest, ReceiverGoneMidTransferFailsTheSender) {
   ChannelPair pair;
   ASSERT_TRUE(connect_pair(transport_.get(), &pair).ok());
   std::vector<uint8_t> out(size_t{64} << 20);
@@ -280,7 +304,7 @@ TEST_F(TcpTransportTest, ReceiverGoneMidTransferFailsTheSender) {
   EXPECT_NE(s.message().find("127.0.0.1"), std::string::npos) << s.message();
 }
 
-TEST_F(TcpTransportTest, SenderGoneMidTransferFailsTheReceiver) {
+TEST_P(TcpDataPathTest, SenderGoneMidTransferFailsTheReceiver) {
   ChannelPair pair;
   ASSERT_TRUE(connect_pair(transport_.get(), &pair).ok());
   std::vector<uint8_t> out(size_t{64} << 20);
@@ -305,7 +329,7 @@ TEST_F(TcpTransportTest, SenderGoneMidTransferFailsTheReceiver) {
 
 // The last message of a sender that leaves at once: its socket 0 ends (cleanly) while
 // the message's pieces on the other sockets are still to be read. That end is no error.
-TEST_F(TcpTransportTest, SenderLeavingRightAfterItsLastSendLosesNothing) {
+TEST_P(TcpDataPathTest, SenderLeavingRightAfterItsLastSendLosesNothing) {
   ScopedConfig sockets("CIUIC_TCP_SOCKETS", "4");
   ChannelPair pair;
   ASSERT_TRUE(connect_pair(transport_.get(), &pair).ok());
@@ -333,7 +357,7 @@ TEST_F(TcpTransportTest, SenderLeavingRightAfterItsLastSendLosesNothing) {
   EXPECT_EQ(s.code(), CIUIC_ERR_REMOTE) << s.to_string();
 }
 
-TEST_F(TcpTransportTest, SenderAbortReasonReachesTheReceiver) {
+TEST_P(TcpDataPathTest, SenderAbortReasonReachesTheReceiver) {
   ChannelPair pair;
   ASSERT_TRUE(connect_pair(transport_.get(), &pair).ok());
   std::vector<uint8_t> in(100);
@@ -354,7 +378,7 @@ TEST_F(TcpTransportTest, SenderAbortReasonReachesTheReceiver) {
             std::string::npos);
 }
 
-TEST_F(TcpTransportTest, ReceiverAbortReasonReachesTheSender) {
+TEST_P(TcpDataPathTest, ReceiverAbortReasonReachesTheSender) {
   ChannelPair pair;
   ASSERT_TRUE(connect_pair(transport_.get(), &pair).ok());
   std::vector<uint8_t> out(size_t{32} << 20);
@@ -366,7 +390,7 @@ TEST_F(TcpTransportTest, ReceiverAbortReasonReachesTheSender) {
   EXPECT_NE(s.message().find("checkpoint failed on rank 1"), std::string::npos) << s.message();
 }
 
-TEST_F(TcpTransportTest, AbortFromAnotherThreadEndsAWaitingReceivePromptly) {
+TEST_P(TcpDataPathTest, AbortFromAnotherThreadEndsAWaitingReceivePromptly) {
   ChannelPair pair;
   ASSERT_TRUE(connect_pair(transport_.get(), &pair).ok());
   std::vector<uint8_t> in(size_t{1} << 20);

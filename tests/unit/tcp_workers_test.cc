@@ -1,0 +1,258 @@
+// The TCP transport's I/O threads (CIUIC_TCP_THREADS > 0): striped pieces moved off the
+// caller's thread arrive byte for byte, failures met by a worker name the peer as the
+// inline path does, abort and close stop the workers promptly, and channels opened and
+// closed a thousand times leave no thread or descriptor behind.
+#include <dirent.h>
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "unit/tcp_test_helpers.h"
+
+namespace ciuic::transport {
+namespace {
+
+using tcp_test::ChannelPair;
+using tcp_test::connect_pair;
+using tcp_test::fill;
+using tcp_test::first_mismatch;
+using tcp_test::TcpTransportTest;
+using tcp_test::wait_done;
+using testing::ScopedConfig;
+
+int count_entries(const char* dir) {
+  DIR* d = ::opendir(dir);
+  if (d == nullptr) return -1;
+  int n = 0;
+  while (const dirent* e = ::readdir(d)) n += e->d_name[0] != '.';
+  ::closedir(d);
+  return n;
+}
+
+int thread_count() { return count_entries("/proc/self/task"); }
+
+class TcpWorkersTest : public TcpTransportTest {
+ protected:
+  ScopedConfig threads_{"CIUIC_TCP_THREADS", "3"};
+  ScopedConfig sockets_{"CIUIC_TCP_SOCKETS", "4"};
+};
+
+// Sends every message of `sizes` and receives it into a buffer of its own; checks sizes
+// and bytes. Both sides keep everything in flight at once.
+void send_and_check(Transport* t, const std::vector<size_t>& sizes) {
+  ChannelPair pair;
+  Status s = connect_pair(t, &pair);
+  ASSERT_TRUE(s.ok()) << s.to_string();
+  std::vector<std::vector<uint8_t>> out(sizes.size()), in(sizes.size());
+  std::vector<Request*> sends, recvs;
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    out[i].resize(sizes[i]);
+    fill(out[i].data(), out[i].size(), i);
+    in[i].assign(sizes[i] + 4096, 0xa5);  // a larger buffer: nothing may land past the message
+    void* data = in[i].data();
+    size_t capacity = in[i].size();
+    int tag = static_cast<int>(i);
+    Request* r = nullptr;
+    ASSERT_TRUE(pair.recv->irecv(1, &data, &capacity, &tag, nullptr, &r).ok());
+    ASSERT_NE(r, nullptr);
+    recvs.push_back(r);
+  }
+  Status send_status;
+  std::thread sender([&] {
+    std::vector<Request*> mine;
+    for (size_t i = 0; i < sizes.size() && send_status.ok(); ++i) {
+      Request* r = nullptr;
+      send_status =
+          pair.send->isend(out[i].data(), out[i].size(), static_cast<int>(i), nullptr, &r);
+      if (send_status.ok() && r == nullptr) send_status = internal_error("isend refused");
+      mine.push_back(r);
+    }
+    for (Request* r : mine)
+      if (send_status.ok())
+        send_status = wait_done(pair.send.get(), r, static_cast<size_t*>(nullptr));
+  });
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    size_t got = 0;
+    Status rs = wait_done(pair.recv.get(), recvs[i], &got);
+    EXPECT_TRUE(rs.ok()) << "message " << i << ": " << rs.to_string();
+    if (!rs.ok()) {
+      pair.recv->abort("receiver test failed");
+      break;
+    }
+    EXPECT_EQ(got, sizes[i]) << "message " << i;
+    EXPECT_EQ(first_mismatch(in[i].data(), sizes[i], i), -1)
+        << "message " << i << " of " << sizes[i];
+    for (size_t k = sizes[i]; k < in[i].size(); ++k) {
+      if (in[i][k] != 0xa5) {
+        ADD_FAILURE() << "message " << i << " wrote past its end at " << k;
+        break;
+      }
+    }
+  }
+  sender.join();
+  EXPECT_TRUE(send_status.ok()) << send_status.to_string();
+}
+
+TEST_F(TcpWorkersTest, LargeStripedMessagesArriveByteForByte) {
+  // 8 sockets over 3 threads: worker 0 owns stripes 1, 4, 7, worker 1 owns 2, 5, worker 2
+  // owns 3, 6; odd sizes put the last piece off the 4 KiB grid.
+  ScopedConfig sockets("CIUIC_TCP_SOCKETS", "8");
+  ScopedConfig min_piece("CIUIC_TCP_MIN_STRIPE_BYTES", "64K");
+  send_and_check(transport_.get(), {(size_t{64} << 20) + 13, 100, (size_t{3} << 20) + 1, 131072,
+                                    131073, 0, 5 << 20, 524288, 1, (size_t{17} << 20) - 7});
+}
+
+TEST_F(TcpWorkersTest, TinyPiecesIncludingEmptyOnesArriveByteForByte) {
+  // A 1-byte minimum piece cuts even a 2-byte message: piece 0 (stripe 0's) is then empty
+  // and the bytes travel on a worker's stripe alone.
+  ScopedConfig min_piece("CIUIC_TCP_MIN_STRIPE_BYTES", "1");
+  send_and_check(transport_.get(), {2, 3, 4095, 4096, 4097, 8192, 12289, 1, 0, 65537, 9000});
+}
+
+TEST_F(TcpWorkersTest, SenderDyingMidTransferFailsTheReceiverNamingIt) {
+  ChannelPair pair;
+  ASSERT_TRUE(connect_pair(transport_.get(), &pair).ok());
+  const size_t size = size_t{64} << 20;
+  std::vector<uint8_t> out(size), in(size);
+  void* data = in.data();
+  size_t cap = in.size();
+  int tag = 0;
+  Request *rr = nullptr, *sr = nullptr;
+  ASSERT_TRUE(pair.recv->irecv(1, &data, &cap, &tag, nullptr, &rr).ok());
+  ASSERT_TRUE(pair.send->isend(out.data(), out.size(), 0, nullptr, &sr).ok());
+  bool done = false;
+  for (int i = 0; i < 20; ++i) ASSERT_TRUE(pair.recv->test(rr, &done, nullptr).ok());
+  ASSERT_FALSE(done);
+  pair.send.reset();  // mid-message: its workers stop, its sockets close
+  Deadline limit = Deadline::after_ms(5000);
+  Status s = wait_done(pair.recv.get(), rr, static_cast<size_t*>(nullptr), 5000);
+  EXPECT_FALSE(limit.expired());
+  EXPECT_EQ(s.code(), CIUIC_ERR_REMOTE) << s.to_string();
+  EXPECT_NE(s.message().find("127.0.0.1"), std::string::npos) << s.message();
+  EXPECT_NE(s.message().find("by the peer during a 67108864-byte receive"), std::string::npos)
+      << s.message();
+}
+
+TEST_F(TcpWorkersTest, ReceiverDyingMidTransferFailsTheSenderNamingIt) {
+  ChannelPair pair;
+  ASSERT_TRUE(connect_pair(transport_.get(), &pair).ok());
+  const size_t size = size_t{64} << 20;
+  std::vector<uint8_t> out(size), in(size);
+  void* data = in.data();
+  size_t cap = in.size();
+  int tag = 0;
+  Request *rr = nullptr, *sr = nullptr;
+  ASSERT_TRUE(pair.recv->irecv(1, &data, &cap, &tag, nullptr, &rr).ok());
+  ASSERT_TRUE(pair.send->isend(out.data(), out.size(), 0, nullptr, &sr).ok());
+  bool done = false;
+  for (int i = 0; i < 20; ++i) ASSERT_TRUE(pair.recv->test(rr, &done, nullptr).ok());
+  pair.recv.reset();
+  Status s = wait_done(pair.send.get(), sr, static_cast<size_t*>(nullptr), 5000);
+  EXPECT_EQ(s.code(), CIUIC_ERR_REMOTE) << s.to_string();
+  EXPECT_NE(s.message().find("connection to 127.0.0.1"), std::string::npos) << s.message();
+  EXPECT_NE(s.message().find("by the peer"), std::string::npos) << s.message();
+}
+
+// abort() from another thread while the workers of both sides move a stream of large
+// messages: both sides fail promptly, the aborting side with the reason, and the
+// workers are gone once the channels are closed.
+TEST_F(TcpWorkersTest, AbortFromAnotherThreadWhileWorkersRunEndsBothSidesPromptly) {
+  const int threads_before = thread_count();
+  for (bool abort_sender : {true, false}) {
+    SCOPED_TRACE(abort_sender ? "sender aborts" : "receiver aborts");
+    ChannelPair pair;
+    ASSERT_TRUE(connect_pair(transport_.get(), &pair).ok());
+    EXPECT_EQ(thread_count(), threads_before + 6) << "3 workers per channel";
+    const size_t size = size_t{8} << 20;
+    std::vector<uint8_t> out(size), in(size);
+    std::atomic<bool> stop{false};
+    Status send_status, recv_status;
+    std::thread sender([&] {
+      std::vector<Request*> mine;
+      while (send_status.ok() && !stop) {
+        Request* r = nullptr;
+        send_status = pair.send->isend(out.data(), size, 0, nullptr, &r);
+        if (!send_status.ok()) break;
+        if (r != nullptr) mine.push_back(r);
+        if (mine.size() >= 4 || r == nullptr) {
+          send_status =
+              wait_done(pair.send.get(), mine.front(), static_cast<size_t*>(nullptr), 5000);
+          mine.erase(mine.begin());
+        }
+      }
+    });
+    std::thread receiver([&] {
+      while (recv_status.ok() && !stop) {
+        void* data = in.data();
+        size_t cap = size;
+        int tag = 0;
+        Request* r = nullptr;
+        recv_status = pair.recv->irecv(1, &data, &cap, &tag, nullptr, &r);
+        if (recv_status.ok() && r != nullptr)
+          recv_status = wait_done(pair.recv.get(), r, static_cast<size_t*>(nullptr), 5000);
+      }
+    });
+    std::this_thread::sleep_for(std::chrono::milliseconds(150));  // the stream is running
+    Deadline limit = Deadline::after_ms(3000);
+    if (abort_sender) {
+      pair.send->abort("watchdog fired on the sender");
+    } else {
+      pair.recv->abort("watchdog fired on the receiver");
+    }
+    sender.join();
+    receiver.join();
+    stop = true;
+    EXPECT_FALSE(limit.expired()) << "abort must end both sides within seconds";
+    Status& local = abort_sender ? send_status : recv_status;
+    Status& remote = abort_sender ? recv_status : send_status;
+    EXPECT_EQ(local.code(), CIUIC_ERR_ABORTED) << local.to_string();
+    EXPECT_NE(local.message().find("watchdog fired"), std::string::npos) << local.message();
+    EXPECT_EQ(remote.code(), CIUIC_ERR_REMOTE) << remote.to_string();
+    EXPECT_NE(remote.message().find("127.0.0.1"), std::string::npos) << remote.message();
+  }
+  EXPECT_EQ(thread_count(), threads_before);
+}
+
+TEST_F(TcpWorkersTest, ThousandOpenCloseCyclesLeakNoThreadOrDescriptor) {
+  ScopedConfig min_piece("CIUIC_TCP_MIN_STRIPE_BYTES", "4K");
+  std::unique_ptr<Listener> listener;
+  ASSERT_TRUE(transport_->listen(0, &listener).ok());
+  std::vector<uint8_t> out(64 * 1024), in(64 * 1024);
+  auto cycle = [&](int i) {
+    ChannelPair pair;
+    Status s = connect_pair(transport_.get(), &pair, listener.get());
+    ASSERT_TRUE(s.ok()) << "cycle " << i << ": " << s.to_string();
+    if (i % 2 == 0) {  // every other channel closes with a striped message just delivered
+      fill(out.data(), out.size(), static_cast<uint64_t>(i));
+      void* data = in.data();
+      size_t cap = in.size();
+      int tag = i;
+      Request *rr = nullptr, *sr = nullptr;
+      ASSERT_TRUE(pair.recv->irecv(1, &data, &cap, &tag, nullptr, &rr).ok());
+      ASSERT_TRUE(pair.send->isend(out.data(), out.size(), i, nullptr, &sr).ok());
+      ASSERT_TRUE(wait_done(pair.send.get(), sr, static_cast<size_t*>(nullptr)).ok());
+      ASSERT_TRUE(wait_done(pair.recv.get(), rr, static_cast<size_t*>(nullptr)).ok());
+      ASSERT_EQ(first_mismatch(in.data(), in.size(), static_cast<uint64_t>(i)), -1)
+          << "cycle " << i;
+    } else if (i % 4 == 1) {  // or with a message still in the workers' hands
+      Request* sr = nullptr;
+      ASSERT_TRUE(pair.send->isend(out.data(), out.size(), i, nullptr, &sr).ok());
+    }
+  };
+  cycle(0);
+  ASSERT_FALSE(HasFatalFailure());
+  const int threads = thread_count();
+  const int fds = count_entries("/proc/self/fd");
+  for (int i = 1; i <= 1000; ++i) {
+    cycle(i);
+    ASSERT_FALSE(HasFatalFailure()) << "cycle " << i;
+  }
+  EXPECT_EQ(thread_count(), threads);
+  EXPECT_EQ(count_entries("/proc/self/fd"), fds);
+}
+
+}  // namespace
+}  // namespace ciuic::transport
