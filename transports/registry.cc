@@ -5,10 +5,12 @@
 namespace ciuic::transport {
 
 Status create_tcp_transport(const TransportOptions& options, std::unique_ptr<Transport>* out);
+Status create_ibverbs_transport(const TransportOptions& options, std::unique_ptr<Transport>* out);
 
 // One line per transport. Order is preference for "auto": the first that works wins.
 const std::vector<TransportEntry>& registered_transports() {
   static const std::vector<TransportEntry> entries = {
+      {"ibverbs", &create_ibverbs_transport, "RDMA over InfiniBand/RoCE (libibverbs)"},
       {"tcp", &create_tcp_transport, "TCP sockets, striped over several connections"},
   };
   return entries;

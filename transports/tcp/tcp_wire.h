@@ -14,6 +14,7 @@
 #include <cstdint>
 
 #include "base/handshake.h"
+#include "base/le_bytes.h"
 #include "base/net.h"
 #include "base/status.h"
 #include "transports/transport.h"
@@ -26,28 +27,7 @@ constexpr uint16_t kWireVersion = 1;
 constexpr int kMaxStripes = 16;
 constexpr size_t kMaxAbortReason = 256;
 
-// ---- little-endian helpers ----
-inline void put_u16(uint8_t* p, uint16_t v) {
-  p[0] = static_cast<uint8_t>(v);
-  p[1] = static_cast<uint8_t>(v >> 8);
-}
-inline void put_u32(uint8_t* p, uint32_t v) {
-  for (int i = 0; i < 4; ++i) p[i] = static_cast<uint8_t>(v >> (8 * i));
-}
-inline void put_u64(uint8_t* p, uint64_t v) {
-  for (int i = 0; i < 8; ++i) p[i] = static_cast<uint8_t>(v >> (8 * i));
-}
-inline uint16_t get_u16(const uint8_t* p) { return static_cast<uint16_t>(p[0] | (p[1] << 8)); }
-inline uint32_t get_u32(const uint8_t* p) {
-  uint32_t v = 0;
-  for (int i = 0; i < 4; ++i) v |= static_cast<uint32_t>(p[i]) << (8 * i);
-  return v;
-}
-inline uint64_t get_u64(const uint8_t* p) {
-  uint64_t v = 0;
-  for (int i = 0; i < 8; ++i) v |= static_cast<uint64_t>(p[i]) << (8 * i);
-  return v;
-}
+// Little-endian helpers: base/le_bytes.h.
 
 // ---- handle ----
 struct HandleContents {

@@ -1,0 +1,182 @@
+// The receiving half: a receive announces its buffers in the sender's FIFO and completes
+// once every QP delivered the IMM that closes its group.
+#include <arpa/inet.h>
+
+#include <cstring>
+
+#include "transports/ibverbs/ib_channel.h"
+
+namespace ciuic::transport::ib {
+
+#if CIUIC_HAVE_VERBS_H
+
+IbRecvChannel::IbRecvChannel(std::unique_ptr<Endpoint> endpoint, net::Fd side,
+                             std::string peer_address)
+    : IbChannelCore(std::move(endpoint), std::move(side), std::move(peer_address), "sender"),
+      imms_(static_cast<int>(ep_->qps.size())) {}
+
+Status IbRecvChannel::register_memory(void* data, size_t size, int pointer_kind,
+                                      std::unique_ptr<MemoryRegion>* out) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return register_locked(data, size, pointer_kind, out);
+}
+
+Status IbRecvChannel::register_dmabuf(void* data, size_t size, uint64_t offset, int fd,
+                                      std::unique_ptr<MemoryRegion>* out) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return register_dmabuf_locked(data, size, offset, fd, out);
+}
+
+void IbRecvChannel::abort(std::string_view reason) { abort_core(reason, "receive channel from"); }
+
+void IbRecvChannel::collect_poll_fds(std::vector<pollfd>* fds) const { collect_core(fds); }
+
+bool IbRecvChannel::has_unfinished() const { return completed_seq_ < posted_seq_; }
+
+Status IbRecvChannel::on_completion(const ibv_wc& wc) {
+  int qp = ep_->qp_index(wc.qp_num);
+  if (qp < 0) return internal_error("completion for an unknown QPN " + std::to_string(wc.qp_num));
+  if (wc.opcode == IBV_WC_RECV_RDMA_WITH_IMM) {
+    CIUIC_RETURN_IF_ERROR(imms_.arrived(qp, ntohl(wc.imm_data)));
+    return ep_->post_recv(qp);
+  }
+  --sq_used_[qp];  // a FIFO write left
+  return Status::Ok();
+}
+
+Status IbRecvChannel::finish_ready() {
+  while (completed_seq_ < posted_seq_ && imms_.complete(completed_seq_)) {
+    int slot = static_cast<int>(completed_seq_ % kFifoSlots);
+    IbRecvRequest* r = by_slot_[slot];
+    const SizesRecord& sizes = ep_->control->sizes[slot];
+    for (int i = 0; i < r->n; ++i) {
+      uint64_t got = sizes.size[i];
+      if (got > r->capacity[i])
+        return internal_error("receive #" + std::to_string(r->seq) + ": the sender reports " +
+                              std::to_string(got) + " bytes in a " + std::to_string(r->capacity[i]) +
+                              "-byte buffer");
+      r->received[i] = got;
+      if (r->placement[i].bounce != nullptr && got > 0)
+        std::memcpy(r->data[i], r->placement[i].bounce->data, got);
+      release(&r->placement[i]);
+    }
+    r->done = true;
+    by_slot_[slot] = nullptr;
+    ++completed_seq_;
+  }
+  return Status::Ok();
+}
+
+Status IbRecvChannel::irecv(int n, void* const* data, const size_t* sizes, const int* tags,
+                            MemoryRegion* const* regions, Request** request) {
+  *request = nullptr;
+  if (n < 1 || n > kMaxGroupedRecvs)
+    return invalid_argument("irecv of " + std::to_string(n) + " buffers (1.." +
+                            std::to_string(kMaxGroupedRecvs) + ")");
+  for (int i = 0; i < n; ++i)
+    if (data[i] == nullptr && sizes[i] > 0)
+      return invalid_argument("irecv into a null buffer of " + std::to_string(sizes[i]) + " bytes");
+  std::lock_guard<std::mutex> lock(mutex_);
+  CIUIC_RETURN_IF_ERROR(progress_core());
+  Status finished = finish_ready();
+  if (!finished.ok()) {
+    fail(finished.prefix("ibverbs channel from the sender " + describe()));
+    return failed_;
+  }
+  if (peer_closed_) {
+    fail(peer_closed_error());
+    return failed_;
+  }
+  if (posted_seq_ - completed_seq_ >= kFifoSlots || sq_used_[0] >= ep_->send_depth)
+    return Status::Ok();  // call again
+  IbRecvRequest* r = nullptr;
+  for (IbRecvRequest& candidate : requests_) {
+    if (!candidate.in_use) {
+      r = &candidate;
+      break;
+    }
+  }
+  if (r == nullptr) return Status::Ok();
+  *r = IbRecvRequest{};
+  r->seq = posted_seq_;
+  r->n = n;
+  int slot = static_cast<int>(r->seq % kFifoSlots);
+  FifoEntry* entries = ep_->control->fifo_staging[slot];
+  for (int i = 0; i < n; ++i) {
+    r->data[i] = data[i];
+    r->capacity[i] = sizes[i];
+    Status s = place(data[i], sizes[i], regions ? regions[i] : nullptr, true, &r->placement[i]);
+    if (!s.ok()) {
+      for (int k = 0; k < i; ++k) release(&r->placement[k]);
+      return s.prefix("ibverbs receive from " + describe());
+    }
+    entries[i] = FifoEntry{r->placement[i].addr, sizes[i],  r->placement[i].key,
+                           tags[i],              static_cast<uint32_t>(r->seq),
+                           static_cast<uint16_t>(n), static_cast<uint16_t>(i)};
+  }
+  ibv_sge sge{};
+  sge.addr = reinterpret_cast<uintptr_t>(entries);
+  sge.length = static_cast<uint32_t>(n * sizeof(FifoEntry));
+  sge.lkey = ep_->control_mr->lkey;
+  ibv_send_wr wr{};
+  wr.wr_id = 0;
+  wr.sg_list = &sge;
+  wr.num_sge = 1;
+  wr.opcode = IBV_WR_RDMA_WRITE_WITH_IMM;
+  wr.imm_data = htonl(static_cast<uint32_t>(r->seq));
+  wr.send_flags = IBV_SEND_SIGNALED;
+  if (sge.length <= static_cast<uint32_t>(ep_->max_inline)) wr.send_flags |= IBV_SEND_INLINE;
+  wr.wr.rdma.remote_addr = ep_->peer.fifo_addr + static_cast<uint64_t>(slot) * sizeof(ep_->control->fifo[0]);
+  wr.wr.rdma.rkey = ep_->peer.fifo_rkey;
+  Status s = post_send(0, &wr);
+  if (!s.ok()) {
+    for (int i = 0; i < n; ++i) release(&r->placement[i]);
+    return s;
+  }
+  r->in_use = true;
+  by_slot_[slot] = r;
+  ++posted_seq_;
+  *request = r;
+  return Status::Ok();
+}
+
+Status IbRecvChannel::iflush(int n, void* const* data, const size_t* sizes,
+                             MemoryRegion* const* regions, Request** request) {
+  *request = nullptr;
+  // Host memory needs no flush: the adapter's writes are visible once the IMM completed.
+  // GPU memory is not offered by this transport's device properties (README: GPU paths).
+  for (int i = 0; i < n; ++i) {
+    auto* r = dynamic_cast<IbRegion*>(regions ? regions[i] : nullptr);
+    if (r != nullptr && r->kind() != kHostMemory && sizes[i] > 0)
+      return unsupported("ibverbs iflush of GPU memory is not implemented: received data "
+                         "in GPU memory may not be visible yet");
+  }
+  return Status::Ok();
+}
+
+Status IbRecvChannel::test(Request* request, bool* done, size_t* sizes) {
+  *done = false;
+  std::lock_guard<std::mutex> lock(mutex_);
+  auto* r = static_cast<IbRecvRequest*>(request);
+  if (r < requests_.data() || r >= requests_.data() + requests_.size() || !r->in_use)
+    return invalid_argument("test() of a request this receive channel does not hold");
+  if (!r->done) {
+    CIUIC_RETURN_IF_ERROR(progress_core());
+    Status s = finish_ready();
+    if (!s.ok()) {
+      fail(s.prefix("ibverbs channel from the sender " + describe()));
+      return failed_;
+    }
+  }
+  if (!failed_.ok()) return failed_;
+  if (!r->done) return Status::Ok();
+  *done = true;
+  if (sizes != nullptr)
+    for (int i = 0; i < r->n; ++i) sizes[i] = r->received[i];
+  r->in_use = false;
+  return Status::Ok();
+}
+
+#endif
+
+}  // namespace ciuic::transport::ib

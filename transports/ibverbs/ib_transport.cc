@@ -1,0 +1,84 @@
+// The ibverbs transport: one device per active RDMA port that CIUIC_IB_HCA allows. Data
+// moves by RDMA WRITE over reliable-connected QPs (ib_channel.h); connection setup and
+// failure notice go over a TCP socket bound to the interface CIUIC_SOCKET_IFNAME chooses.
+#include "base/log.h"
+#include "base/net.h"
+#include "transports/ibverbs/ib_connect.h"
+#include "transports/ibverbs/ib_device.h"
+#include "transports/ibverbs/verbs_api.h"
+#include "transports/transport.h"
+
+namespace ciuic::transport {
+namespace ib {
+namespace {
+
+#if CIUIC_HAVE_VERBS_H
+
+class IbTransport final : public Transport {
+ public:
+  IbTransport(const TransportOptions& options, std::vector<std::shared_ptr<Device>> devices,
+              net::SocketAddress local)
+      : options_(options), devices_(std::move(devices)), local_(local) {}
+
+  const char* name() const override { return "ibverbs"; }
+  int device_count() const override { return static_cast<int>(devices_.size()); }
+
+  Status device_properties(int device, DeviceProperties* out) const override {
+    CIUIC_RETURN_IF_ERROR(check_device(device));
+    *out = devices_[static_cast<size_t>(device)]->props;
+    return Status::Ok();
+  }
+
+  Status listen(int device, std::unique_ptr<Listener>* out) override {
+    CIUIC_RETURN_IF_ERROR(check_device(device));
+    return IbListener::create(devices_[static_cast<size_t>(device)], local_,
+                              options_.handshake_timeout_ms, out);
+  }
+
+  Status connect(int device, const ConnectHandle& handle, std::unique_ptr<Connector>* out) override {
+    CIUIC_RETURN_IF_ERROR(check_device(device));
+    return IbConnector::create(devices_[static_cast<size_t>(device)], handle,
+                               options_.handshake_timeout_ms, out);
+  }
+
+ private:
+  Status check_device(int device) const {
+    if (device < 0 || device >= device_count())
+      return invalid_argument("ibverbs transport has " + std::to_string(device_count()) +
+                              " device(s), not device " + std::to_string(device));
+    return Status::Ok();
+  }
+
+  TransportOptions options_;
+  std::vector<std::shared_ptr<Device>> devices_;
+  net::SocketAddress local_;
+};
+
+#endif
+
+}  // namespace
+}  // namespace ib
+
+Status create_ibverbs_transport(const TransportOptions& options, std::unique_ptr<Transport>* out) {
+  out->reset();
+  const ib::VerbsApi* api = nullptr;
+  CIUIC_RETURN_IF_ERROR(ib::verbs_api(&api));
+#if CIUIC_HAVE_VERBS_H
+  std::vector<std::shared_ptr<ib::Device>> devices;
+  CIUIC_RETURN_IF_ERROR(ib::discover_devices(api, &devices));
+  net::SocketAddress local;
+  std::string why;
+  CIUIC_RETURN_IF_ERROR(net::choose_local_address(&local, &why));
+  std::string names;
+  for (const auto& d : devices) names += (names.empty() ? "" : ", ") + d->describe();
+  ib::IbParams params = ib::configured_params();
+  CIUIC_LOG_INFO(log::kNet, "ibverbs transport: %s; setup over %s; %d QP(s) per channel", names.c_str(),
+                 why.c_str(), params.qps_per_conn);
+  *out = std::make_unique<ib::IbTransport>(options, std::move(devices), local);
+  return Status::Ok();
+#else
+  return unsupported("built without <infiniband/verbs.h>");
+#endif
+}
+
+}  // namespace ciuic::transport
