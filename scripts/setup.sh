@@ -6,7 +6,10 @@ cd "$(dirname "$0")/.."
 
 packages=(build-essential cmake ninja-build ccache pkg-config python3 python3-matplotlib
           googletest libgtest-dev libgmock-dev libbenchmark-dev
-          openmpi-bin libopenmpi-dev libgloo-dev iproute2 nftables)
+          openmpi-bin libopenmpi-dev libgloo-dev iproute2 nftables
+          # ibverbs, and the Soft-RoCE guest of tests/rdma-vm that runs it in CI
+          libibverbs-dev rdma-core ibverbs-utils ibverbs-providers perftest
+          qemu-system-x86 busybox-static cpio)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -20,6 +23,9 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+
+# The rdma-vm guest's kernel, fetched once into _build/rdma-vm (its tests skip without it).
+tests/rdma-vm/run.sh --prepare || echo "setup: the rdma-vm tests will skip (see above)" >&2
 
 build_type=${CIUIC_BUILD_TYPE:-RelWithDebInfo}
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE="$build_type" -DCIUIC_WERROR=ON >/dev/null

@@ -1,0 +1,31 @@
+#!/bin/bash
+# Inside the rdma-vm guest: the RDMA stack itself works. The rxe devices are listed with an
+# ACTIVE port, and perftest's ib_write_bw and ib_send_lat pairs move data on rxe0 (server
+# and client on one device) and, with --nodes 2, from rxe_a to rxe_b across the veth wire.
+# One line per check; exits 1 if any failed.
+set -uo pipefail
+. "$(dirname "$0")/lib.sh"
+
+failed=0
+devices=(rxe0)
+[ "${RDMA_VM_NODES:-1}" = 2 ] && devices+=(rxe_a rxe_b)
+for d in "${devices[@]}"; do check_device "$d" || failed=1; done
+
+# ib_write_bw row: #bytes #iterations BW_peak BW_average MsgRate (MB/s).
+write_bw() {
+  perftest_pair "ib_write_bw 64 KiB $1" "$2" "$3" "$4" ib_write_bw -s 65536 -n 200 || { failed=1; return; }
+  awk '{exit !($4 > 0)}' <<< "$PERFTEST_ROW" || { echo "FAIL ib_write_bw $1: zero average bandwidth"; failed=1; }
+}
+# ib_send_lat row: #bytes #iterations t_min t_max t_typical ... (usec).
+send_lat() {
+  perftest_pair "ib_send_lat 8 B $1" "$2" "$3" "$4" ib_send_lat -s 8 -n 200 || { failed=1; return; }
+  awk '{exit !($5 > 0 && $5 != "inf")}' <<< "$PERFTEST_ROW" || { echo "FAIL ib_send_lat $1: no latency measured"; failed=1; }
+}
+
+write_bw "rxe0 -> rxe0" rxe0 rxe0 10.0.2.15
+send_lat "rxe0 -> rxe0" rxe0 rxe0 10.0.2.15
+if [ "${RDMA_VM_NODES:-1}" = 2 ]; then
+  write_bw "rxe_a -> rxe_b" rxe_b rxe_a 192.168.77.2
+  send_lat "rxe_a -> rxe_b" rxe_b rxe_a 192.168.77.2
+fi
+exit $failed
