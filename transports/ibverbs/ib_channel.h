@@ -112,7 +112,9 @@ class IbChannelCore {
 
  private:
   Status read_side();
+  Status poll_cq(int* handled);
   Status get_bounce(Bounce** out);
+  int64_t last_check_ns_ = 0;
 };
 
 struct IbSendRequest final : Request {
