@@ -1,5 +1,7 @@
 #include "coll/builder.h"
 
+#include <algorithm>
+
 namespace ciuic::coll {
 
 std::vector<Range> split_even(size_t count, int parts, size_t elem_size) {
@@ -37,6 +39,68 @@ BufferRange ScratchPool::acquire(std::vector<uint32_t>* deps) {
 
 void ScratchPool::release(BufferRange slot, uint32_t step) {
   free_.push_back(Free{slot.offset, step});
+}
+
+void ByteLedger::split_at(size_t offset) {
+  auto it = pieces_.upper_bound(offset);
+  if (it == pieces_.begin()) return;
+  --it;
+  if (it->first == offset || it->second.end <= offset) return;
+  Piece tail = it->second;
+  it->second.end = offset;
+  pieces_.emplace(offset, std::move(tail));
+}
+
+std::vector<uint32_t> ByteLedger::collect(Range r, bool with_readers) {
+  std::vector<uint32_t> deps;
+  if (r.bytes == 0) return deps;
+  auto it = pieces_.upper_bound(r.offset);
+  if (it != pieces_.begin()) --it;
+  for (; it != pieces_.end() && it->first < r.offset + r.bytes; ++it) {
+    if (it->second.end <= r.offset) continue;
+    if (it->second.writer != kNone) deps.push_back(it->second.writer);
+    if (with_readers) deps.insert(deps.end(), it->second.readers.begin(), it->second.readers.end());
+  }
+  std::sort(deps.begin(), deps.end());
+  deps.erase(std::unique(deps.begin(), deps.end()), deps.end());
+  return deps;
+}
+
+bool ByteLedger::written(Range r) const {
+  if (r.bytes == 0) return false;
+  auto it = pieces_.upper_bound(r.offset);
+  if (it != pieces_.begin()) --it;
+  for (; it != pieces_.end() && it->first < r.offset + r.bytes; ++it)
+    if (it->second.end > r.offset && it->second.writer != kNone) return true;
+  return false;
+}
+
+std::vector<uint32_t> ByteLedger::before_read(Range r) { return collect(r, false); }
+std::vector<uint32_t> ByteLedger::before_write(Range r) { return collect(r, true); }
+
+void ByteLedger::read(Range r, uint32_t step) {
+  if (r.bytes == 0) return;
+  split_at(r.offset);
+  split_at(r.offset + r.bytes);
+  // Bytes never written get a piece of their own, so that their readers are remembered.
+  size_t at_byte = r.offset;
+  std::vector<std::pair<size_t, size_t>> gaps;
+  for (auto it = pieces_.lower_bound(r.offset); it != pieces_.end() && it->first < r.offset + r.bytes; ++it) {
+    if (it->first > at_byte) gaps.emplace_back(at_byte, it->first);
+    at_byte = it->second.end;
+  }
+  if (at_byte < r.offset + r.bytes) gaps.emplace_back(at_byte, r.offset + r.bytes);
+  for (const auto& [begin, end] : gaps) pieces_.emplace(begin, Piece{end, kNone, {}});
+  for (auto it = pieces_.lower_bound(r.offset); it != pieces_.end() && it->first < r.offset + r.bytes; ++it)
+    it->second.readers.push_back(step);
+}
+
+void ByteLedger::write(Range r, uint32_t step) {
+  if (r.bytes == 0) return;
+  split_at(r.offset);
+  split_at(r.offset + r.bytes);
+  pieces_.erase(pieces_.lower_bound(r.offset), pieces_.lower_bound(r.offset + r.bytes));
+  pieces_.emplace(r.offset, Piece{r.offset + r.bytes, step, {}});
 }
 
 }  // namespace ciuic::coll

@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <deque>
+#include <map>
 #include <vector>
 
 #include "coll/schedule.h"
@@ -58,6 +59,30 @@ class ScratchPool {
   size_t base_;
   size_t slots_ = 0;
   std::deque<Free> free_;
+};
+
+// Who last wrote and who read each byte of one buffer since, for builders whose step
+// ranges do not line up from one phase to the next: the dependencies a new read or write
+// of a range needs. Bytes never written have no dependencies (they hold the input).
+class ByteLedger {
+ public:
+  std::vector<uint32_t> before_read(Range r);
+  std::vector<uint32_t> before_write(Range r);
+  void read(Range r, uint32_t step);
+  void write(Range r, uint32_t step);
+  // Whether any byte of r was written (else it still holds the input).
+  bool written(Range r) const;
+
+ private:
+  static constexpr uint32_t kNone = UINT32_MAX;  // never written
+  struct Piece {
+    size_t end;
+    uint32_t writer;
+    std::vector<uint32_t> readers;
+  };
+  void split_at(size_t offset);
+  std::vector<uint32_t> collect(Range r, bool with_readers);
+  std::map<size_t, Piece> pieces_;  // by first byte; disjoint
 };
 
 inline Step send_step(int peer, BufferRange src, size_t bytes) {

@@ -97,6 +97,9 @@ struct CollectiveArgs {
   bool in_place_mpi = false;
   size_t chunk_bytes = 1 << 20;  // pipelining granularity
   int scratch_slots = 16;        // chunk-sized scratch buffers a pipeline cycles through
+  // The torus algorithms' grid (product = nranks); empty: CIUIC_TORUS_DIMS, or else the
+  // most balanced three factors of nranks.
+  std::vector<int> torus_dims;
 };
 
 }  // namespace ciuic::coll

@@ -85,17 +85,18 @@ class Sweep {
 
 // The main sweep of one collective with every algorithm registered for it, at
 // `chunk_bytes` / `slots`; datatypes rotate across cases so each rank count meets several.
-void sweep(Collective coll, const std::vector<int>& ranks, size_t chunk_bytes, int slots,
-           bool shuffled, bool all_counts = true) {
+void sweep(Collective coll, const std::string& algorithm, const std::vector<int>& ranks, size_t chunk_bytes,
+           int slots, bool shuffled, bool all_counts = true) {
   Sweep s;
   size_t rotation = 0;
   for (const AlgorithmEntry& e : registered_algorithms()) {
-    if (e.collective != coll) continue;
+    if (e.collective != coll || e.name != algorithm) continue;
     for (int n : ranks) {
       std::vector<size_t> counts = counts_for(n);
       if (!all_counts) {
         // About 1000 elements in all: reduce_scatter and alltoall count per rank.
-        const bool per_rank = coll == Collective::kReduceScatter || coll == Collective::kAlltoall;
+        const bool per_rank = coll == Collective::kReduceScatter || coll == Collective::kAlltoall ||
+                              coll == Collective::kAllgather;
         counts = {static_cast<size_t>(n) + 1, per_rank ? 1000 / static_cast<size_t>(n) + 1 : 1000};
       }
       for (size_t count : counts) {
@@ -130,7 +131,7 @@ constexpr Collective kSwept[] = {Collective::kAllreduce, Collective::kReduceScat
                                  Collective::kBroadcast, Collective::kReduce,        Collective::kAlltoall,
                                  Collective::kBarrier,   Collective::kSend};
 
-TEST(ScheduleDataflow, EveryRegisteredAlgorithmIsSwept) {
+TEST(ScheduleAlgorithms, EveryRegisteredAlgorithmIsSwept) {
   for (const AlgorithmEntry& e : registered_algorithms()) {
     const Collective c = e.collective == Collective::kRecv ? Collective::kSend : e.collective;
     EXPECT_NE(std::find(std::begin(kSwept), std::end(kSwept), c), std::end(kSwept))
@@ -138,7 +139,7 @@ TEST(ScheduleDataflow, EveryRegisteredAlgorithmIsSwept) {
   }
 }
 
-TEST(ScheduleDataflow, UnknownAlgorithmNamesTheKnownOnes) {
+TEST(ScheduleAlgorithms, UnknownAlgorithmNamesTheKnownOnes) {
   CollectiveArgs a;
   Schedule s;
   Status st = build_schedule(a, "bogus", &s);
@@ -147,16 +148,33 @@ TEST(ScheduleDataflow, UnknownAlgorithmNamesTheKnownOnes) {
   EXPECT_NE(st.message().find("ring"), std::string::npos) << st.message();
 }
 
-TEST(ScheduleDataflow, Allreduce) { sweep(Collective::kAllreduce, rank_counts(), 1 << 20, 16, false); }
-TEST(ScheduleDataflow, ReduceScatter) { sweep(Collective::kReduceScatter, rank_counts(), 1 << 20, 16, false); }
-TEST(ScheduleDataflow, Allgather) { sweep(Collective::kAllgather, rank_counts(), 1 << 20, 16, false); }
-TEST(ScheduleDataflow, Broadcast) { sweep(Collective::kBroadcast, rank_counts(), 1 << 20, 16, false); }
-TEST(ScheduleDataflow, Reduce) { sweep(Collective::kReduce, rank_counts(), 1 << 20, 16, false); }
-TEST(ScheduleDataflow, Alltoall) { sweep(Collective::kAlltoall, rank_counts(), 1 << 20, 16, false); }
-TEST(ScheduleDataflow, Barrier) { sweep(Collective::kBarrier, rank_counts(), 1 << 20, 16, false); }
-TEST(ScheduleDataflow, SendRecv) { sweep(Collective::kSend, rank_counts(), 1 << 20, 16, false); }
+// One test per (collective, algorithm), so that they run in parallel.
+struct Swept {
+  Collective collective;
+  std::string algorithm;
+};
 
-TEST(ScheduleDataflow, AllreduceAndAllgatherAt128Ranks) {
+void PrintTo(const Swept& s, std::ostream* os) { *os << collective_name(s.collective) << "/" << s.algorithm; }
+
+std::vector<Swept> swept(bool pipelined) {
+  std::vector<Swept> out;
+  for (const AlgorithmEntry& e : registered_algorithms()) {
+    if (e.collective == Collective::kRecv) continue;  // swept with kSend
+    if (pipelined && (e.collective == Collective::kBarrier || e.collective == Collective::kSend)) continue;
+    out.push_back({e.collective, e.name});
+  }
+  return out;
+}
+
+std::string swept_name(const ::testing::TestParamInfo<Swept>& info) {
+  return std::string(collective_name(info.param.collective)) + "_" + info.param.algorithm;
+}
+
+class ScheduleDataflow : public ::testing::TestWithParam<Swept> {};
+TEST_P(ScheduleDataflow, Sweep) { sweep(GetParam().collective, GetParam().algorithm, rank_counts(), 1 << 20, 16, false); }
+INSTANTIATE_TEST_SUITE_P(All, ScheduleDataflow, ::testing::ValuesIn(swept(false)), swept_name);
+
+TEST(ScheduleAlgorithms, AllreduceAndAllgatherAt128Ranks) {
   Sweep s;
   for (Collective coll : {Collective::kAllreduce, Collective::kAllgather}) {
     for (size_t count : {0, 1, 3, 127, 128, 129}) {
@@ -178,25 +196,17 @@ TEST(ScheduleDataflow, AllreduceAndAllgatherAt128Ranks) {
 // Deep pipelines: 16-byte chunks (one to sixteen elements) through 2 or 3 scratch slots.
 std::vector<int> pipelined_ranks() { return {1, 2, 3, 4, 5, 7, 8, 13, 16, 24}; }
 
-TEST(ScheduleDataflowPipelined, Allreduce) {
-  sweep(Collective::kAllreduce, pipelined_ranks(), 16, 2, true, false);
-  sweep(Collective::kAllreduce, pipelined_ranks(), 16, 3, true, false);
+class ScheduleDataflowPipelined : public ::testing::TestWithParam<Swept> {};
+TEST_P(ScheduleDataflowPipelined, Sweep) {
+  const Swept& p = GetParam();
+  sweep(p.collective, p.algorithm, pipelined_ranks(), 16, 2, true, false);
+  if (reduces(p.collective)) sweep(p.collective, p.algorithm, pipelined_ranks(), 16, 3, true, false);
 }
-TEST(ScheduleDataflowPipelined, ReduceScatter) {
-  sweep(Collective::kReduceScatter, pipelined_ranks(), 16, 2, true, false);
-  sweep(Collective::kReduceScatter, pipelined_ranks(), 16, 3, true, false);
-}
-TEST(ScheduleDataflowPipelined, Allgather) { sweep(Collective::kAllgather, pipelined_ranks(), 16, 2, true, false); }
-TEST(ScheduleDataflowPipelined, Broadcast) { sweep(Collective::kBroadcast, pipelined_ranks(), 16, 2, true, false); }
-TEST(ScheduleDataflowPipelined, Reduce) {
-  sweep(Collective::kReduce, pipelined_ranks(), 16, 2, true, false);
-  sweep(Collective::kReduce, pipelined_ranks(), 16, 3, true, false);
-}
-TEST(ScheduleDataflowPipelined, Alltoall) { sweep(Collective::kAlltoall, pipelined_ranks(), 16, 2, true, false); }
+INSTANTIATE_TEST_SUITE_P(All, ScheduleDataflowPipelined, ::testing::ValuesIn(swept(true)), swept_name);
 
 // A 64-rank all-reduce cut into 24-byte chunks (1 1/2 float64 chunks per 16 B: odd
 // sizes at the segment tails) and run in a shuffled order: ~4000 steps per rank.
-TEST(ScheduleDataflowPipelined, ThousandsOfStepsPerRank) {
+TEST(ScheduleAlgorithms, ThousandsOfStepsPerRank) {
   Case c;
   c.collective = Collective::kAllreduce;
   c.algorithm = "ring";

@@ -196,7 +196,7 @@ inline std::string check_properties(const Case& c, const CollectiveArgs& args, c
   const size_t elem = reduce::datatype_size(c.datatype);
   const size_t chunk = whole_elements(c.chunk_bytes, elem);
   const bool chunked = s.algorithm == "ring" || s.algorithm == "chain" || s.algorithm == "pairwise" ||
-                       s.algorithm == "tree";
+                       s.algorithm == "tree" || s.algorithm == "rabenseifner" || s.algorithm == "torus";
   const std::string who = rank_text(args.rank) + " ";
   size_t sent = 0, received = 0, largest_received = 0;
   for (uint32_t i = 0; i < s.steps.size(); ++i) {
@@ -238,6 +238,9 @@ inline std::string check_properties(const Case& c, const CollectiveArgs& args, c
   if (s.algorithm == "pairwise") scratch_cap = block * n;
   else if (s.algorithm == "recursive_doubling") scratch_cap = received;
   else if (chunked) scratch_cap = static_cast<size_t>(c.scratch_slots) * largest_received;
+  if ((s.algorithm == "rabenseifner" || s.algorithm == "torus") && c.collective == Collective::kReduceScatter &&
+      n > 1 && block > 0)
+    scratch_cap += n * block;  // the partial sums of the whole input
   if (s.scratch_bytes > scratch_cap)
     return who + "scratch_bytes " + std::to_string(s.scratch_bytes) + " over " + std::to_string(scratch_cap);
   // Bytes on the wire: the bandwidth-optimal amounts.
@@ -258,6 +261,27 @@ inline std::string check_properties(const Case& c, const CollectiveArgs& args, c
         hi = 2 * block - 2 * (c.count / n * elem);
       } else if (s.algorithm == "recursive_doubling" && n > 1) {
         lo = hi = recursive_doubling_bytes(args.rank, c.nranks, block);
+      } else if (s.algorithm == "rabenseifner" && n > 1 && block > 0) {
+        // Halving then doubling among p = 2^k ranks: all blocks but its own, twice, within
+        // one element per block where count/p does not divide evenly (the doubling sends
+        // whole windows). A folded pair (ranks 2i, 2i+1 below 2(n-p)) trades the whole
+        // buffer once more.
+        size_t p = 1;
+        while (p * 2 <= n) p *= 2;
+        const size_t slack = p * elem;
+        lo = 2 * (block - (c.count + p - 1) / p * elem);
+        lo = lo > slack ? lo - slack : 0;
+        hi = 2 * (block - c.count / p * elem) + slack;
+        if (static_cast<size_t>(args.rank) < 2 * (n - p)) {
+          if (args.rank % 2 == 0) lo = hi = 0;
+          lo += block;
+          hi += block;
+        }
+      } else if (s.algorithm == "torus" && n > 1) {
+        // Rings along each dimension: about 2(n-1)/n of the buffer.
+        // Uneven splits cost at most an element per segment and step.
+        lo = block * (n - 1) / n;
+        hi = 2 * block + 2 * n * elem;
       } else if (s.algorithm == "tree" && n > 1) {
         // Each half goes up once and down to at most two children in its tree; every
         // rank is below some root in at least one tree.
@@ -268,6 +292,13 @@ inline std::string check_properties(const Case& c, const CollectiveArgs& args, c
       break;
     }
     case Collective::kAllgather: case Collective::kReduceScatter: case Collective::kAlltoall:
+      if (s.algorithm == "rabenseifner" && n > 1 && (n & (n - 1)) != 0) {
+        // Folded in: the even rank of a pair hands over its whole input (reduce-scatter)
+        // or gets everything back (all-gather) through its odd neighbour, and the
+        // virtual ranks' blocks are one or two ranks' blocks.
+        bad = expect("sends", sent, 0, 3 * n * block) + expect("receives", received, 0, 3 * n * block);
+        break;
+      }
       bad = expect("sends", sent, per_rank_total, per_rank_total) +
             expect("receives", received, per_rank_total, per_rank_total);
       break;
