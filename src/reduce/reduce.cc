@@ -3,6 +3,10 @@
 
 #include <string>
 
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
+
 #include "base/config.h"
 #include "base/log.h"
 #include "reduce/kernels.h"
@@ -15,6 +19,13 @@ const config::StringParam kReduceIsa{
     "Instruction set of the CPU reduction kernels: auto (best the CPU runs), avx512, avx2 or "
     "baseline. A set the CPU lacks falls back to auto with a warning."};
 
+#if defined(__x86_64__) && defined(__clang__) && __clang_major__ < 16
+bool cpuid_has_f16c() {
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  return __get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx & bit_F16C) != 0;
+}
+#endif
+
 bool cpu_runs(Isa isa) {
 #if defined(__x86_64__) && defined(__GNUC__)
   __builtin_cpu_init();
@@ -22,8 +33,13 @@ bool cpu_runs(Isa isa) {
     case Isa::kBaseline:
       return true;
     case Isa::kAvx2:  // what kernels_avx2.cc is compiled for (x86-64-v3)
+#if defined(__clang__) && __clang_major__ < 16  // older clang cannot ask for "f16c": read CPUID
+      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && cpuid_has_f16c() &&
+             __builtin_cpu_supports("bmi2");
+#else
       return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
              __builtin_cpu_supports("f16c") && __builtin_cpu_supports("bmi2");
+#endif
     case Isa::kAvx512:  // what kernels_avx512.cc is compiled for (x86-64-v4)
       return cpu_runs(Isa::kAvx2) && __builtin_cpu_supports("avx512f") &&
              __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&

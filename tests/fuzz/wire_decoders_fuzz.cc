@@ -1,0 +1,102 @@
+// Every decoder of bytes that arrive from the network or from another process: the TCP
+// transport's handle, stripe hello and frame header, the bootstrap store's join payload
+// and request/reply headers, the unique id, addresses. The first byte picks the decoder;
+// whatever the rest is, a decoder must return an error or a value within its bounds.
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <string_view>
+#include <vector>
+
+#include "base/net.h"
+#include "core/bootstrap.h"
+#include "core/store_protocol.h"
+#include "transports/tcp/tcp_wire.h"
+
+namespace {
+
+template <size_t N>
+void fixed(const uint8_t* data, size_t size, uint8_t (&out)[N]) {
+  std::memset(out, 0, N);
+  std::memcpy(out, data, size < N ? size : N);
+}
+
+void check(bool condition) {
+  if (!condition) __builtin_trap();
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  using namespace ciuic;
+  if (size == 0) return 0;
+  const uint8_t which = data[0];
+  ++data;
+  --size;
+  switch (which % 8) {
+    case 0: {
+      transport::ConnectHandle handle;
+      fixed(data, size, handle.bytes);
+      transport::tcp::HandleContents contents;
+      (void)transport::tcp::decode_handle(handle, &contents);
+      break;
+    }
+    case 1: {
+      transport::tcp::StripeHello hello;
+      if (transport::tcp::decode_hello(data, size, &hello).ok()) {
+        check(hello.stripe_count >= 1 && hello.stripe_count <= transport::tcp::kMaxStripes);
+        check(hello.stripe_index < hello.stripe_count);
+      }
+      break;
+    }
+    case 2: {
+      uint8_t header[transport::tcp::kFrameHeaderBytes];
+      fixed(data, size, header);
+      transport::tcp::FrameHeader frame;
+      if (transport::tcp::decode_frame(header, &frame).ok()) {
+        check(frame.type == transport::tcp::FrameType::kData || frame.type == transport::tcp::FrameType::kAbort);
+      }
+      break;
+    }
+    case 3: {
+      core::store::Join join;
+      if (core::store::decode_join(std::vector<uint8_t>(data, data + size), &join).ok()) {
+        check(join.name_space.size() <= core::store::kMaxNamespaceBytes);
+      }
+      break;
+    }
+    case 4: {
+      uint8_t header[core::store::kRequestHeaderBytes];
+      fixed(data, size, header);
+      (void)core::store::decode_request_header(header);
+      uint8_t reply[core::store::kReplyHeaderBytes];
+      fixed(data, size, reply);
+      (void)core::store::decode_reply_header(reply);
+      break;
+    }
+    case 5: {
+      ciuic_unique_id_t id;
+      fixed(data, size, reinterpret_cast<uint8_t(&)[sizeof(id.internal)]>(id.internal));
+      core::UniqueId decoded;
+      (void)core::UniqueId::decode(id, &decoded);
+      break;
+    }
+    case 6: {
+      // Numeric forms only: a host name would go to the resolver, which is not under test.
+      for (size_t i = 0; i < size; ++i) {
+        if (std::strchr("0123456789abcdefABCDEF.:[]", data[i]) == nullptr || data[i] == 0) return 0;
+      }
+      net::SocketAddress address;
+      (void)net::parse_address(std::string_view(reinterpret_cast<const char*>(data), size), 1234, &address);
+      break;
+    }
+    default: {
+      uint8_t packed[net::SocketAddress::kPackedBytes];
+      fixed(data, size, packed);
+      net::SocketAddress address;
+      if (net::SocketAddress::unpack(packed, &address).ok()) (void)address.to_string();
+      break;
+    }
+  }
+  return 0;
+}
