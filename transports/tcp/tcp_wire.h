@@ -27,7 +27,13 @@ constexpr uint16_t kWireVersion = 1;
 constexpr int kMaxStripes = 16;
 constexpr size_t kMaxAbortReason = 256;
 
-// Little-endian helpers: base/le_bytes.h.
+// Little-endian helpers (base/le_bytes.h), also spelled tcp::put_u32 and so on.
+using ciuic::get_u16;
+using ciuic::get_u32;
+using ciuic::get_u64;
+using ciuic::put_u16;
+using ciuic::put_u32;
+using ciuic::put_u64;
 
 // ---- handle ----
 struct HandleContents {
