@@ -176,23 +176,22 @@ std::vector<Segment> split_segment(Range range, int parts, size_t elem) {
   return out;
 }
 
-// Blocks of the rank-indexed layout (all-gather, reduce-scatter): segment j of a ring
-// along `dim` holds half `half` of every block whose coordinate `dim` is j and whose
-// coordinates above `dim` are this rank's (those below vary: already gathered, or still
-// to be scattered).
-std::vector<Segment> block_segments(const std::vector<int>& dims, int rank, int dim, const std::vector<Range>& half_of_block,
-                                    size_t block) {
+// The rank-indexed layout (all-gather, reduce-scatter): segment j of a ring along `dim`
+// is the blocks whose coordinate `dim` is j and whose coordinates above `dim` are this
+// rank's (those below vary: already gathered, or still to be scattered) — one contiguous
+// range — and direction `half` carries half of it.
+std::vector<Segment> block_segments(const std::vector<int>& dims, int rank, int dim, int half, size_t block,
+                                    size_t elem) {
   int below = 1;
   for (int d = 0; d < dim; ++d) below *= dims[d];
   const int group = below * dims[dim];
-  const int base = rank / group * group;  // first rank with this rank's upper coordinates
+  const size_t base = static_cast<size_t>(rank / group * group);
   std::vector<Segment> segs(static_cast<size_t>(dims[dim]));
-  for (int j = 0; j < dims[dim]; ++j)
-    for (int i = 0; i < below; ++i) {
-      const size_t owner = static_cast<size_t>(base + j * below + i);
-      for (const Range& h : half_of_block)
-        if (h.bytes > 0) segs[j].push_back(Range{owner * block + h.offset, h.bytes});
-    }
+  for (int j = 0; j < dims[dim]; ++j) {
+    const Range whole{(base + static_cast<size_t>(j * below)) * block, static_cast<size_t>(below) * block};
+    const Range part = split_even(whole.bytes / elem, 2, elem)[half];
+    segs[j] = {Range{whole.offset + part.offset, part.bytes}};
+  }
   return segs;
 }
 
@@ -296,12 +295,11 @@ Status build_torus_allgather(const CollectiveArgs& a, Schedule* s) {
   if (!a.in_place && block > 0)
     ledger.write(mine, s->add(copy_step(at(Buffer::kRecv, mine.offset), at(Buffer::kSend, 0), block)));
   if (n == 1 || block == 0) return Status::Ok();
-  const std::vector<Range> halves = split_even(a.count, 2, elem);
   for (int dim = 0; dim < 3; ++dim) {
     if (dims[dim] == 1) continue;
     for (int h = 0; h < 2; ++h) {
       const Ring ring = ring_along(dims, r, dim, h == 1);
-      ring_all_gather(s, Buffer::kRecv, &ledger, ring, in_ring_order(block_segments(dims, r, dim, {halves[h]}, block), h == 1),
+      ring_all_gather(s, Buffer::kRecv, &ledger, ring, in_ring_order(block_segments(dims, r, dim, h, block, elem), h == 1),
                       0, a.chunk_bytes, elem);
     }
   }
@@ -324,14 +322,13 @@ Status torus_reduce_scatter(const CollectiveArgs& a, size_t slot_bytes, Schedule
   }
   if (block == 0) return Status::Ok();
   const size_t chunk = a.chunk_bytes;
-  const std::vector<Range> halves = split_even(a.count, 2, elem);
   ScratchPool pool(slot_bytes, a.scratch_slots, total);
   Accumulator acc{Buffer::kScratch, in, {}, {}};
   for (int dim = 2; dim >= 0; --dim) {
     if (dims[dim] == 1) continue;
     for (int h = 0; h < 2; ++h) {
       const Ring ring = ring_along(dims, r, dim, h == 1);
-      ring_reduce_scatter(s, &acc, &pool, ring, in_ring_order(block_segments(dims, r, dim, {halves[h]}, block), h == 1),
+      ring_reduce_scatter(s, &acc, &pool, ring, in_ring_order(block_segments(dims, r, dim, h, block, elem), h == 1),
                           0, chunk, elem);
     }
   }
