@@ -345,6 +345,25 @@ TEST(IbImmCounters, CompleteOnlyWhenEveryQpDelivered) {
   EXPECT_FALSE(c.arrived(3, 0).ok());   // no such QP
 }
 
+// ---- auto ----
+
+// auto takes ibverbs exactly where it can be created; elsewhere tcp, saying why not.
+TEST(IbAuto, PrefersIbverbsOnlyWhereItWorksAndSaysWhyNot) {
+  std::unique_ptr<Transport> ib;
+  Status direct = create_transport("ibverbs", TransportOptions{}, &ib);
+  std::unique_ptr<Transport> chosen;
+  std::string why;
+  ASSERT_TRUE(create_transport("auto", TransportOptions{}, &chosen, &why).ok()) << why;
+  if (direct.ok()) {
+    EXPECT_STREQ(chosen->name(), "ibverbs") << why;
+  } else {
+    EXPECT_STREQ(chosen->name(), "tcp") << why;
+    EXPECT_NE(why.find("ibverbs unavailable"), std::string::npos) << why;
+    EXPECT_FALSE(direct.message().empty());
+    EXPECT_NE(direct.message().find("transport ibverbs"), std::string::npos) << direct.message();
+  }
+}
+
 // ---- statuses ----
 
 TEST(IbErrors, StatusesInWordsWithHints) {

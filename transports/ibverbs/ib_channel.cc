@@ -59,19 +59,25 @@ IbChannelCore::IbChannelCore(std::unique_ptr<Endpoint> endpoint, net::Fd side,
       side_(std::move(side)),
       peer_address_(std::move(peer_address)),
       role_(role),
+      device_(ep_->device),
+      description_(describe_endpoint()),
       bounce_bytes_(ep_->params.bounce_bytes) {}
 
 IbChannelCore::~IbChannelCore() {
-  // QPs and CQ go first, so that nothing still writes into buffers released below.
-  std::shared_ptr<Device> device = ep_->device;
-  ep_.reset();
+  close_endpoint();
   for (auto& b : bounce_all_) {
-    device->hca->api->dereg_mr(b->mr);
+    device_->hca->api->dereg_mr(b->mr);
     std::free(b->data);
   }
 }
 
-std::string IbChannelCore::describe() const {
+void IbChannelCore::close_endpoint() {
+  // QPs and CQ go first, so that nothing still writes into buffers released after this.
+  std::lock_guard<std::mutex> lock(mutex_);
+  ep_.reset();
+}
+
+std::string IbChannelCore::describe_endpoint() const {
   return peer_address_ + " (ibverbs " + ep_->describe() + ", " + std::to_string(ep_->qps.size()) +
          (ep_->qps.size() == 1 ? " QP)" : " QPs)");
 }
@@ -158,7 +164,7 @@ Status IbChannelCore::place(const void* data, size_t size, MemoryRegion* region,
 
 void IbChannelCore::release(BufferPlacement* p) {
   if (p->bounce != nullptr) bounce_free_.push_back(p->bounce);
-  if (p->transient != nullptr) ep_->device->hca->cache->release(p->transient);
+  if (p->transient != nullptr) device_->hca->cache->release(p->transient);
   *p = BufferPlacement{};
 }
 

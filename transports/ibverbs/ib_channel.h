@@ -80,7 +80,9 @@ class IbChannelCore {
   void fail(Status s);  // records the first failure; QPs to error so nothing more moves
   void abort_core(std::string_view reason, const char* what);
   void collect_core(std::vector<pollfd>* fds) const;
-  std::string describe() const;
+  const std::string& describe() const { return description_; }
+  // Destroys QPs and CQ (derived destructors call it before releasing request buffers).
+  void close_endpoint();
   Status post_send(int qp, ibv_send_wr* wr);
   // Finds a place for [data, data+size): inline, region, bounce or transient registration.
   Status place(const void* data, size_t size, MemoryRegion* region, bool remote,
@@ -92,6 +94,8 @@ class IbChannelCore {
   net::Fd side_;
   std::string peer_address_;
   const char* role_;  // "sender" / "receiver": what the peer is
+  std::shared_ptr<Device> device_;
+  std::string description_;
   mutable std::mutex mutex_;
   Status failed_;
   bool armed_ = false;
@@ -113,6 +117,7 @@ class IbChannelCore {
  private:
   Status read_side();
   Status poll_cq(int* handled);
+  std::string describe_endpoint() const;
   Status get_bounce(Bounce** out);
   int64_t last_check_ns_ = 0;
 };
@@ -128,6 +133,7 @@ struct IbSendRequest final : Request {
 class IbSendChannel final : public SendChannel, private IbChannelCore {
  public:
   IbSendChannel(std::unique_ptr<Endpoint> endpoint, net::Fd side, std::string peer_address);
+  ~IbSendChannel() override;
 
   Status register_memory(void* data, size_t size, int pointer_kind,
                          std::unique_ptr<MemoryRegion>* out) override;
@@ -163,6 +169,7 @@ struct IbRecvRequest final : Request {
 class IbRecvChannel final : public RecvChannel, private IbChannelCore {
  public:
   IbRecvChannel(std::unique_ptr<Endpoint> endpoint, net::Fd side, std::string peer_address);
+  ~IbRecvChannel() override;
 
   Status register_memory(void* data, size_t size, int pointer_kind,
                          std::unique_ptr<MemoryRegion>* out) override;

@@ -15,6 +15,13 @@ IbRecvChannel::IbRecvChannel(std::unique_ptr<Endpoint> endpoint, net::Fd side,
     : IbChannelCore(std::move(endpoint), std::move(side), std::move(peer_address), "sender"),
       imms_(static_cast<int>(ep_->qps.size())) {}
 
+IbRecvChannel::~IbRecvChannel() {
+  close_endpoint();
+  for (IbRecvRequest& r : requests_)
+    if (r.in_use && !r.done)
+      for (int i = 0; i < r.n; ++i) release(&r.placement[i]);
+}
+
 Status IbRecvChannel::register_memory(void* data, size_t size, int pointer_kind,
                                       std::unique_ptr<MemoryRegion>* out) {
   std::lock_guard<std::mutex> lock(mutex_);

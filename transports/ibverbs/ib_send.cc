@@ -20,6 +20,12 @@ IbSendChannel::IbSendChannel(std::unique_ptr<Endpoint> endpoint, net::Fd side,
                              std::string peer_address)
     : IbChannelCore(std::move(endpoint), std::move(side), std::move(peer_address), "receiver") {}
 
+IbSendChannel::~IbSendChannel() {
+  close_endpoint();
+  for (IbSendRequest& r : requests_)
+    if (r.in_use) release(&r.placement);
+}
+
 Status IbSendChannel::register_memory(void* data, size_t size, int pointer_kind,
                                       std::unique_ptr<MemoryRegion>* out) {
   std::lock_guard<std::mutex> lock(mutex_);
