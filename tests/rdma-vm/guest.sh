@@ -18,6 +18,7 @@ wait_active() {  # <rdma device>: a fresh rxe port turns ACTIVE within a moment
   fail "$1: port 1 never became ACTIVE ($(cat "$state" 2> /dev/null))"
 }
 
+hostname rdma-vm 2> /dev/null  # ranks name their host in errors
 ip link set lo up || fail "ip link set lo up"
 ip link set eth0 up || fail "eth0 missing (is virtio_net loaded?)"
 ip addr add 10.0.2.15/24 dev eth0

@@ -46,5 +46,7 @@ perftest_pair() {
 
 # The ibverbs transport is built into this ciuic (the registry lists it)?
 ciuic_has_ibverbs() {
-  "$1/perftests/ciuic-perf" --print-config 2> /dev/null | grep -A1 '^CIUIC_TRANSPORT ' | grep -q ibverbs
+  local config  # (no pipe into grep -q: under pipefail its early exit would fail the pipe)
+  config=$("$1/perftests/ciuic-perf" --print-config 2> /dev/null) || return 1
+  grep -q '^CIUIC_IB_HCA ' <<< "$config"
 }

@@ -1,0 +1,19 @@
+#!/bin/bash
+# Inside the rdma-vm guest: the collectives suite (tests/integration/collectives_test)
+# with CIUIC_TRANSPORT=ibverbs over rxe0: every collective at 2, 3 and 4 ranks, results
+# checked element by element against the reference. Ranks are threads of one process,
+# each with its own queue pairs on rxe0. Emulated RDMA is slow (every message costs
+# milliseconds under TCG), so the cases are float32 and int8 (every op; int8 gives odd
+# byte lengths) up to 256 KiB (4 pipelined chunks) instead of every datatype up to 1 MiB.
+# Usage: collectives.sh BUILD_DIR [GTEST_FILTER]
+set -uo pipefail
+build=$1
+filter=${2:-}
+if [ -z "$filter" ]; then
+  for c in allreduce reduce_scatter reduce allgather broadcast alltoall; do
+    for n in 2 3 4; do filter+="*/${c}_${n}ranks:"; done
+  done
+fi
+export CIUIC_TRANSPORT=ibverbs CIUIC_IB_HCA=rxe0 CIUIC_SOCKET_IFNAME=eth0
+export CIUIC_TEST_DATATYPES=${CIUIC_TEST_DATATYPES:-float32,int8} CIUIC_TEST_LARGE_BYTES=${CIUIC_TEST_LARGE_BYTES:-262144}
+exec "$build/tests/collectives_test" --gtest_filter="$filter" --gtest_print_time=1 --gtest_color=no
