@@ -262,6 +262,46 @@ TEST_F(IbChannelTest, AbortReachesThePeerWithItsReason) {
   }
 }
 
+// The GPUDirect flush (an RDMA READ through a loopback QP) on host memory, which needs no
+// flush but takes the same path when CIUIC_IB_FLUSH_HOST is set; without it, none is made.
+TEST_F(IbChannelTest, FlushReadsThroughTheLoopbackQueuePair) {
+  ChannelPair pair;
+  ASSERT_TRUE(connect_pair(transport_.get(), &pair).ok());
+  std::vector<uint8_t> buf(4096, 1);
+  std::unique_ptr<MemoryRegion> region;
+  ASSERT_TRUE(pair.recv->register_memory(buf.data(), buf.size(), kHostMemory, &region).ok());
+  void* data = buf.data();
+  size_t size = buf.size();
+  MemoryRegion* r = region.get();
+  Request* flush = nullptr;
+  ASSERT_TRUE(pair.recv->iflush(1, &data, &size, &r, &flush).ok());
+  EXPECT_EQ(flush, nullptr);  // host memory: nothing to wait for
+  testing::ScopedConfig host{"CIUIC_IB_FLUSH_HOST", "1"};
+  for (int i = 0; i < 40; ++i) {  // more than the request pool: each is freed by test()
+    ASSERT_TRUE(pair.recv->iflush(1, &data, &size, &r, &flush).ok());
+    ASSERT_NE(flush, nullptr);
+    Status s = wait_done(pair.recv.get(), flush, static_cast<size_t*>(nullptr), 10000);
+    ASSERT_TRUE(s.ok()) << s.message();
+  }
+  // The channel still carries data afterwards.
+  int tag = 0;
+  Request* recv = nullptr;
+  ASSERT_TRUE(post_retry(pair.recv.get(), [&](Request** out) {
+    return pair.recv->irecv(1, &data, &size, &tag, &r, out);
+  }, &recv).ok());
+  std::vector<uint8_t> msg(300);
+  fill(msg.data(), msg.size(), 42);
+  Request* send = nullptr;
+  ASSERT_TRUE(post_retry(pair.send.get(), [&](Request** out) {
+    return pair.send->isend(msg.data(), msg.size(), 0, nullptr, out);
+  }, &send).ok());
+  size_t got = 0;
+  ASSERT_TRUE(wait_done(pair.recv.get(), recv, &got).ok());
+  EXPECT_EQ(got, msg.size());
+  EXPECT_EQ(first_mismatch(buf.data(), got, 42), -1);
+  ASSERT_TRUE(wait_done(pair.send.get(), send, static_cast<size_t*>(nullptr)).ok());
+}
+
 // A peer process killed mid-conversation: the survivor's pending request fails, naming the
 // connection, within the grace period — not at a timeout.
 TEST_F(IbChannelTest, KilledPeerIsAnErrorNotAHang) {

@@ -166,6 +166,12 @@ struct IbRecvRequest final : Request {
   BufferPlacement placement[kMaxGroupedRecvs];
 };
 
+// A flush: one RDMA READ through the channel's loopback QP (GPUDirect).
+struct IbFlushRequest final : Request {
+  bool in_use = false;
+  bool done = false;
+};
+
 class IbRecvChannel final : public RecvChannel, private IbChannelCore {
  public:
   IbRecvChannel(std::unique_ptr<Endpoint> endpoint, net::Fd side, std::string peer_address);
@@ -188,12 +194,17 @@ class IbRecvChannel final : public RecvChannel, private IbChannelCore {
   Status on_completion(const ibv_wc& wc) override;
   bool has_unfinished() const override;
   Status finish_ready();  // completes receives whose IMMs all arrived, in order
+  Status flush_progress();
+  Status test_flush(IbFlushRequest* r, bool* done);
 
   ImmCounters imms_;
   uint64_t posted_seq_ = 0;     // next receive's sequence
   uint64_t completed_seq_ = 0;  // first receive not yet complete
   std::array<IbRecvRequest, kMaxRequests> requests_;
   IbRecvRequest* by_slot_[kFifoSlots] = {};
+  // Created on the first flush: a QP connected to itself, with its own CQ.
+  std::unique_ptr<Endpoint> flush_ep_;
+  std::array<IbFlushRequest, kMaxRequests> flushes_;
 };
 
 #endif

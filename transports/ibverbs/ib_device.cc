@@ -1,6 +1,7 @@
 #include "transports/ibverbs/ib_device.h"
 
 #include <arpa/inet.h>
+#include <unistd.h>
 #include <climits>
 #include <cstdlib>
 #include <cstring>
@@ -90,6 +91,12 @@ std::vector<GidEntry> read_gid_table(const Hca& hca, int port, int length) {
     table.push_back(e);
   }
   return table;
+}
+
+// CUDA pointers can be registered with ibv_reg_mr only through the peer-memory module.
+bool gpu_peer_memory_loaded() {
+  return access("/sys/module/nvidia_peermem", F_OK) == 0 ||
+         access("/sys/kernel/mm/memory_peers/nv_mem/version", F_OK) == 0;
 }
 
 std::optional<uint32_t> chosen_ipv4() {
@@ -259,7 +266,8 @@ Status discover_devices(const VerbsApi* api, std::vector<std::shared_ptr<Device>
       p.pci_path = realpath(sys.c_str(), resolved) != nullptr ? resolved : "";
       p.guid = be64toh(api->get_device_guid(list[i]));
       p.speed_mbps = port_speed_mbps(d->port_attr.active_speed, d->port_attr.active_width);
-      p.pointer_support = kHostMemory | (api->reg_dmabuf_mr != nullptr ? kDmabufMemory : 0);
+      p.pointer_support = kHostMemory | (api->reg_dmabuf_mr != nullptr ? kDmabufMemory : 0) |
+                          (gpu_peer_memory_loaded() ? kCudaMemory : 0);
       p.max_recvs = kMaxGroupedRecvs;
       p.max_requests = kMaxRequests;
       p.max_comms = hca->attr.max_qp > 0 ? hca->attr.max_qp : 65536;

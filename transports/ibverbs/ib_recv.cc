@@ -4,7 +4,9 @@
 
 #include <cstring>
 
+#include "base/config.h"
 #include "transports/ibverbs/ib_channel.h"
+#include "transports/ibverbs/ib_errors.h"
 
 namespace ciuic::transport::ib {
 
@@ -16,6 +18,7 @@ IbRecvChannel::IbRecvChannel(std::unique_ptr<Endpoint> endpoint, net::Fd side,
       imms_(static_cast<int>(ep_->qps.size())) {}
 
 IbRecvChannel::~IbRecvChannel() {
+  flush_ep_.reset();
   close_endpoint();
   for (IbRecvRequest& r : requests_)
     if (r.in_use && !r.done)
@@ -36,7 +39,17 @@ Status IbRecvChannel::register_dmabuf(void* data, size_t size, uint64_t offset, 
 
 void IbRecvChannel::abort(std::string_view reason) { abort_core(reason, "receive channel from"); }
 
-void IbRecvChannel::collect_poll_fds(std::vector<pollfd>* fds) const { collect_core(fds); }
+void IbRecvChannel::collect_poll_fds(std::vector<pollfd>* fds) const {
+  collect_core(fds);
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (flush_ep_ == nullptr || !failed_.ok()) return;
+  for (const IbFlushRequest& f : flushes_) {
+    if (f.in_use && !f.done) {
+      fds->push_back(pollfd{flush_ep_->channel->fd, POLLIN, 0});
+      return;
+    }
+  }
+}
 
 bool IbRecvChannel::has_unfinished() const { return completed_seq_ < posted_seq_; }
 
@@ -147,23 +160,115 @@ Status IbRecvChannel::irecv(int n, void* const* data, const size_t* sizes, const
   return Status::Ok();
 }
 
+namespace {
+const config::BoolParam kFlushHost{
+    "CIUIC_IB_FLUSH_HOST", false,
+    "ibverbs: iflush reads through the loopback QP for host buffers too (host memory needs "
+    "no flush; this exercises the GPUDirect flush path where no GPU is present)"};
+}  // namespace
+
 Status IbRecvChannel::iflush(int n, void* const* data, const size_t* sizes,
                              MemoryRegion* const* regions, Request** request) {
   *request = nullptr;
   // Host memory needs no flush: the adapter's writes are visible once the IMM completed.
-  // GPU memory is not offered by this transport's device properties (README: GPU paths).
+  // Writes into GPU memory may still sit in the PCIe path: an RDMA READ of the last buffer
+  // through a loopback QP (the adapter orders it after those writes) makes them visible.
+  const bool flush_host = kFlushHost.get();
+  int last = -1;
   for (int i = 0; i < n; ++i) {
     auto* r = dynamic_cast<IbRegion*>(regions ? regions[i] : nullptr);
-    if (r != nullptr && r->kind() != kHostMemory && sizes[i] > 0)
-      return unsupported("ibverbs iflush of GPU memory is not implemented: received data "
-                         "in GPU memory may not be visible yet");
+    if (r != nullptr && sizes[i] > 0 && (r->kind() != kHostMemory || flush_host) &&
+        r->contains(data[i], 1))
+      last = i;
   }
+  if (last < 0) return Status::Ok();
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (!failed_.ok()) return failed_;
+  if (flush_ep_ == nullptr) {
+    std::unique_ptr<Endpoint> ep;
+    CIUIC_RETURN_IF_ERROR(Endpoint::create(device_, ep_->params, 1, &ep)
+                              .prefix("ibverbs flush queue pair"));
+    ConnRecord self;
+    ep->fill_record(&self);
+    CIUIC_RETURN_IF_ERROR(ep->connect_to(self).prefix("ibverbs flush queue pair to itself"));
+    flush_ep_ = std::move(ep);
+  }
+  IbFlushRequest* f = nullptr;
+  for (IbFlushRequest& candidate : flushes_) {
+    if (!candidate.in_use) {
+      f = &candidate;
+      break;
+    }
+  }
+  if (f == nullptr) return Status::Ok();  // call again
+  auto* region = static_cast<IbRegion*>(regions[last]);
+  ibv_sge sge{};
+  sge.addr = reinterpret_cast<uintptr_t>(&flush_ep_->control->sizes_staging[0]);
+  sge.length = 1;
+  sge.lkey = flush_ep_->control_mr->lkey;
+  ibv_send_wr wr{};
+  wr.wr_id = reinterpret_cast<uintptr_t>(f);
+  wr.sg_list = &sge;
+  wr.num_sge = 1;
+  wr.opcode = IBV_WR_RDMA_READ;
+  wr.send_flags = IBV_SEND_SIGNALED;
+  wr.wr.rdma.remote_addr = reinterpret_cast<uintptr_t>(data[last]);
+  wr.wr.rdma.rkey = region->rkey();
+  ibv_send_wr* bad = nullptr;
+  int rc = ibv_post_send(flush_ep_->qps[0], &wr, &bad);
+  if (rc != 0) return errno_error("ibv_post_send of a flush READ on " + describe(), rc);
+  *f = IbFlushRequest{};
+  f->in_use = true;
+  *request = f;
+  return Status::Ok();
+}
+
+Status IbRecvChannel::flush_progress() {
+  // Events are drained and the CQ re-armed first, so that a caller sleeping on the flush
+  // channel's descriptor wakes for the READ's completion.
+  const VerbsApi* api = device_->hca->api;
+  unsigned events = 0;
+  ibv_cq* event_cq = nullptr;
+  void* event_context = nullptr;
+  while (api->get_cq_event(flush_ep_->channel, &event_cq, &event_context) == 0) ++events;
+  if (events > 0) api->ack_cq_events(flush_ep_->cq, events);
+  int rc = ibv_req_notify_cq(flush_ep_->cq, 0);
+  if (rc != 0) return errno_error("ibv_req_notify_cq on the flush queue pair", rc);
+  ibv_wc wc[8];
+  while (true) {
+    int n = ibv_poll_cq(flush_ep_->cq, 8, wc);
+    if (n < 0) return internal_error("ibv_poll_cq failed on the flush queue pair");
+    for (int i = 0; i < n; ++i) {
+      if (wc[i].status != IBV_WC_SUCCESS)
+        return remote_error("ibverbs flush READ on " + describe() + " failed: " +
+                            describe_wc_status(wc[i].status));
+      if (wc[i].opcode == IBV_WC_RDMA_READ)
+        reinterpret_cast<IbFlushRequest*>(static_cast<uintptr_t>(wc[i].wr_id))->done = true;
+    }
+    if (n < 8) return Status::Ok();
+  }
+}
+
+Status IbRecvChannel::test_flush(IbFlushRequest* f, bool* done) {
+  if (!failed_.ok()) return failed_;
+  if (!f->done) {
+    Status s = flush_progress();
+    if (!s.ok()) {
+      fail(s);
+      return failed_;
+    }
+  }
+  if (!f->done) return Status::Ok();
+  *done = true;
+  f->in_use = false;
   return Status::Ok();
 }
 
 Status IbRecvChannel::test(Request* request, bool* done, size_t* sizes) {
   *done = false;
   std::lock_guard<std::mutex> lock(mutex_);
+  for (IbFlushRequest& f : flushes_)
+    if (static_cast<Request*>(&f) == request && f.in_use) return test_flush(&f, done);
   auto* r = static_cast<IbRecvRequest*>(request);
   if (r < requests_.data() || r >= requests_.data() + requests_.size() || !r->in_use)
     return invalid_argument("test() of a request this receive channel does not hold");
