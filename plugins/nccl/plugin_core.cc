@@ -12,6 +12,7 @@
 #include <map>
 #include <mutex>
 #include <set>
+#include <string_view>
 
 #include "base/config.h"
 #include "base/log.h"
@@ -100,14 +101,15 @@ constexpr int kCoresForTcpThreads = 8;
 constexpr const char* kPluginTcpThreads = "3";
 constexpr const char* kPluginMinStripeBytes = "64K";
 
-void choose_tcp_defaults() {
+// Returns the line to log if the transport turns out to be TCP.
+std::string choose_tcp_defaults() {
   cpu_set_t cpus;
   CPU_ZERO(&cpus);
   const int cores = sched_getaffinity(0, sizeof(cpus), &cpus) == 0 ? CPU_COUNT(&cpus) : 1;
   const bool spare = cores >= kCoresForTcpThreads;
   const config::Param* threads = config::find_param("CIUIC_TCP_THREADS");
   const config::Param* min_stripe = config::find_param("CIUIC_TCP_MIN_STRIPE_BYTES");
-  if (threads == nullptr) return;  // no TCP transport in this build
+  if (threads == nullptr) return "";  // no TCP transport in this build
   // A first init after the last finalize reads the environment afresh: forget the
   // choices made for the previous generation of communicators.
   static bool overridden = false;
@@ -124,11 +126,12 @@ void choose_tcp_defaults() {
     if (spare && min_stripe != nullptr && !min_stripe->is_set())
       config::set_override("CIUIC_TCP_MIN_STRIPE_BYTES", kPluginMinStripeBytes);
   }
-  CIUIC_LOG_INFO(log::kInit, "TCP: %s I/O thread(s) per channel, minimum piece %s (%s)",
-                 threads->current_text().c_str(),
-                 min_stripe != nullptr ? min_stripe->current_text().c_str() : "?",
-                 chosen ? (spare ? "chosen for a host with >= 8 cores" : "fewer than 8 cores")
-                        : "set by CIUIC_TCP_THREADS");
+  return "TCP: " + threads->current_text() + " I/O thread(s) per channel, minimum piece " +
+         (min_stripe != nullptr ? min_stripe->current_text() : "?") + " (" +
+         (chosen
+              ? (spare ? "chosen for a host with >= 8 cores" : "chosen for a host with < 8 cores")
+              : "set by CIUIC_TCP_THREADS") +
+         ")";
 }
 
 Status acquire_locked(GlobalState& g, ncclDebugLogger_t logger) {
@@ -144,13 +147,12 @@ Status acquire_locked(GlobalState& g, ncclDebugLogger_t logger) {
       level != nullptr && !level->is_set())
     config::set_override("CIUIC_DEBUG", "INFO");
 
-  choose_tcp_defaults();
+  const std::string tcp_settings = choose_tcp_defaults();
   std::string name = kNetTransport.get();
   std::string why;
   std::unique_ptr<transport::Transport> t;
-  CIUIC_RETURN_IF_ERROR(
-      transport::create_transport(name, transport::TransportOptions{}, &t, &why)
-          .prefix("CIUIC_NET_TRANSPORT=" + name));
+  CIUIC_RETURN_IF_ERROR(transport::create_transport(name, transport::TransportOptions{}, &t, &why)
+                            .prefix("CIUIC_NET_TRANSPORT=" + name));
   std::vector<transport::DeviceProperties> props(std::max(t->device_count(), 0));
   for (size_t i = 0; i < props.size(); ++i)
     CIUIC_RETURN_IF_ERROR(t->device_properties(static_cast<int>(i), &props[i]));
@@ -158,7 +160,10 @@ Status acquire_locked(GlobalState& g, ncclDebugLogger_t logger) {
     return unsupported(std::string("transport ") + t->name() +
                        " has no usable device (check CIUIC_SOCKET_IFNAME)");
   CIUIC_LOG_INFO(log::kInit, "ciuic %d.%d.%d, transport %s: %s; %zu device(s), first %s",
-                 CIUIC_VERSION_MAJOR, CIUIC_VERSION_MINOR, CIUIC_VERSION_PATCH, t->name(), why.c_str(), props.size(), props[0].name.c_str());
+                 CIUIC_VERSION_MAJOR, CIUIC_VERSION_MINOR, CIUIC_VERSION_PATCH, t->name(),
+                 why.c_str(), props.size(), props[0].name.c_str());
+  if (std::string_view(t->name()) == "tcp" && !tcp_settings.empty())
+    CIUIC_LOG_INFO(log::kInit, "%s", tcp_settings.c_str());
   g.transport = std::move(t);
   g.devices = std::move(props);
   g.references = 1;

@@ -156,6 +156,46 @@ TEST_F(TcpWorkersTest, ReceiverDyingMidTransferFailsTheSenderNamingIt) {
   EXPECT_NE(s.message().find("by the peer"), std::string::npos) << s.message();
 }
 
+// A caller that sleeps in poll() on collect_poll_fds must be woken when a worker finishes
+// a piece: with nothing left on socket 0, only the completion eventfd can wake it. Every
+// poll() here has 10 s to become ready; a lost wake-up shows as one that times out.
+TEST_F(TcpWorkersTest, PollWakesTheCallerWhenWorkersFinish) {
+  ScopedConfig min_piece("CIUIC_TCP_MIN_STRIPE_BYTES", "4K");
+  ChannelPair pair;
+  ASSERT_TRUE(connect_pair(transport_.get(), &pair).ok());
+  const size_t size = size_t{4} << 20;
+  std::vector<uint8_t> out(size), in(size);
+  fill(out.data(), size, 3);
+  auto sleep_until_done = [](auto* channel, Request* r, const char* side) {
+    for (int rounds = 0; rounds < 100000; ++rounds) {
+      bool done = false;
+      Status s = channel->test(r, &done, nullptr);
+      if (!s.ok()) return ::testing::AssertionFailure() << side << ": " << s.to_string();
+      if (done) return ::testing::AssertionSuccess();
+      std::vector<pollfd> fds;
+      channel->collect_poll_fds(&fds);
+      if (fds.empty()) return ::testing::AssertionFailure() << side << ": nothing to poll";
+      if (::poll(fds.data(), fds.size(), 10000) == 0)
+        return ::testing::AssertionFailure() << side << ": poll() was never woken";
+    }
+    return ::testing::AssertionFailure() << side << ": too many rounds";
+  };
+  for (int i = 0; i < 20; ++i) {
+    void* data = in.data();
+    size_t cap = size;
+    int tag = i;
+    Request *rr = nullptr, *sr = nullptr;
+    ASSERT_TRUE(pair.recv->irecv(1, &data, &cap, &tag, nullptr, &rr).ok());
+    ::testing::AssertionResult received = ::testing::AssertionSuccess();
+    std::thread receiver([&] { received = sleep_until_done(pair.recv.get(), rr, "receiver"); });
+    ASSERT_TRUE(pair.send->isend(out.data(), size, i, nullptr, &sr).ok());
+    EXPECT_TRUE(sleep_until_done(pair.send.get(), sr, "sender"));
+    receiver.join();
+    ASSERT_TRUE(received) << "message " << i;
+    ASSERT_EQ(first_mismatch(in.data(), size, 3), -1) << "message " << i;
+  }
+}
+
 // abort() from another thread while the workers of both sides move a stream of large
 // messages: both sides fail promptly, the aborting side with the reason, and the
 // workers are gone once the channels are closed.
