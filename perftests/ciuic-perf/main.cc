@@ -96,6 +96,8 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (options.dump_schedule) return dump_schedule(options);
+  if (options.command == "simulate") return perf::run_simulate(options);
+  if (options.command == "tune") return perf::run_tune(options);
   core::LaunchInfo info;
   if (!core::read_launch_env(&info).ok()) {
     // Nobody launched us as a rank: start the ranks here, each a copy of this command.

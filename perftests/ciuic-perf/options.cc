@@ -62,6 +62,8 @@ bool parse_int_arg(const std::string& s, int lo, int* out) {
 std::string usage() {
   return R"(usage: ciuic-perf <collective> [options]
        ciuic-perf transport bw|lat [options]
+       ciuic-perf simulate --ranks N [--topo T] [--algo NAME|auto] [--collective C] [--exact] [-b -e -f]
+       ciuic-perf tune --ranks N [--topo T] [--collective C] [-b -e -f]
        ciuic-perf --print-config
 
 collectives: allreduce allgather reduce_scatter broadcast reduce alltoall sendrecv
@@ -82,6 +84,10 @@ collectives: allreduce allgather reduce_scatter broadcast reduce alltoall sendre
       --json FILE       also write the results as JSON (written by rank 0)
       --dump-schedule   print rank 0's schedule for the smallest size and exit
       --print-config    list every CIUIC_* parameter with its value and meaning
+      --ranks N         simulate / tune: rank count (same as -N)
+      --topo T          simulate / tune: flat, torus:AxBxC or nodes:N (default flat)
+      --collective C    simulate: which collective (default allreduce); tune: only that one
+      --exact           simulate: run every rank's schedule event by event (small rank counts)
   -h, --help
 
 Sizes are bytes of the whole buffer as nccl-tests counts them (all-gather: the gathered
@@ -101,13 +107,17 @@ bool parse_options(int argc, char** argv, Options* o, std::string* error) {
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& a = args[i];
     const bool takes_value = a.size() > 1 && a[0] == '-' && a != "-h" && a != "--help" &&
-                             a != "--print-config" && a != "--dump-schedule";
+                             a != "--print-config" && a != "--dump-schedule" && a != "--exact";
     if (takes_value && i + 1 >= args.size()) return fail("option " + a + " needs a value");
     const std::string v = takes_value ? args[++i] : "";
     bool ok = true;
     if (a == "-h" || a == "--help") o->help = true;
     else if (a == "--print-config") o->print_config = true;
     else if (a == "--dump-schedule") o->dump_schedule = true;
+    else if (a == "--exact") o->exact = true;
+    else if (a == "--ranks") ok = parse_int_arg(v, 1, &o->nranks);
+    else if (a == "--topo") o->topology = v;
+    else if (a == "--collective") o->collective = o->collective_given = v == "reducescatter" ? "reduce_scatter" : v;
     else if (a == "-b" || a == "--minbytes") ok = parse_size(v, &o->min_bytes);
     else if (a == "-e" || a == "--maxbytes") ok = parse_size(v, &o->max_bytes);
     else if (a == "-f" || a == "--stepfactor") ok = parse_size(v, &o->step_factor) && o->step_factor >= 2;
@@ -129,7 +139,8 @@ bool parse_options(int argc, char** argv, Options* o, std::string* error) {
   }
   if (o->help || o->print_config) return true;
   static const char* kCommands[] = {"allreduce", "allgather", "reduce_scatter", "broadcast",
-                                    "reduce",    "alltoall",  "sendrecv",       "transport"};
+                                    "reduce",    "alltoall",  "sendrecv",       "transport",
+                                    "simulate",  "tune"};
   bool known = false;
   for (const char* c : kCommands) known = known || o->command == c;
   if (!known) return fail(o->command.empty() ? "no command given" : "unknown command " + o->command);

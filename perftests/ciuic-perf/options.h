@@ -29,6 +29,11 @@ struct Options {
   bool print_config = false;     // --print-config
   bool help = false;
   bool dump_schedule = false;    // --dump-schedule
+  // simulate / tune: no ranks started
+  std::string topology = "flat";  // --topo
+  std::string collective = "allreduce";  // --collective (simulate)
+  std::string collective_given;   // --collective as given (tune: only that one)
+  bool exact = false;             // --exact: simulate the schedules event by event
 };
 
 // Parses argv; false with *error set on bad usage.
@@ -41,5 +46,8 @@ bool parse_size(const std::string& text, size_t* out);
 int run_collective_bench(const Options& options);
 // Transport benchmark between two ranks.
 int run_transport_bench(const Options& options);
+// The cost model's predictions (simulate) and the tuner's table (tune).
+int run_simulate(const Options& options);
+int run_tune(const Options& options);
 
 }  // namespace ciuic::perf

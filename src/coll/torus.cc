@@ -15,6 +15,7 @@
 #include "coll/algorithms.h"
 #include "coll/builder.h"
 #include "coll/torus.h"
+#include "coll/tuner.h"
 #include "reduce/reduce.h"
 
 namespace ciuic::coll {
@@ -23,12 +24,15 @@ namespace {
 const config::StringParam kTorusDims{
     "CIUIC_TORUS_DIMS", "",
     "Grid of the torus algorithms, e.g. 4x4x2 (product = number of ranks; rank = x + X*(y + Y*z)). "
-    "Empty: the most balanced three factors of the rank count"};
+    "Empty: CIUIC_TOPOLOGY's torus if it has as many ranks, else the most balanced three factors"};
 
 }  // namespace
 
 std::vector<int> balanced_dims(int n) {
   // The factoring a x b x c = n with the smallest largest factor, largest first.
+  thread_local int last_n = 0;
+  thread_local std::vector<int> last;
+  if (n == last_n) return last;
   std::vector<int> best = {n, 1, 1};
   for (int a = 1; a <= n; ++a) {
     if (n % a != 0) continue;
@@ -39,6 +43,8 @@ std::vector<int> balanced_dims(int n) {
       if (a < best[0] || (a == best[0] && b < best[1])) best = {a, b, c};
     }
   }
+  last_n = n;
+  last = best;
   return best;
 }
 
@@ -73,6 +79,11 @@ Status torus_dims_for(const CollectiveArgs& a, std::vector<int>* dims) {
   }
   const std::string configured = kTorusDims.get();
   if (!configured.empty()) return parse_torus_dims(configured, a.nranks, dims);
+  Topology network;  // CIUIC_TOPOLOGY=torus:AxBxC of this many ranks gives the grid
+  if (configured_topology(a.nranks, &network).ok() && network.kind() == Topology::Kind::kTorus) {
+    *dims = network.dims();
+    return Status::Ok();
+  }
   *dims = balanced_dims(a.nranks);
   return Status::Ok();
 }

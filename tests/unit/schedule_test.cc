@@ -193,6 +193,63 @@ TEST(ScheduleAlgorithms, AllreduceAndAllgatherAt128Ranks) {
   }
 }
 
+// ---- every rank count to 64, and 1024 and 4096 ----
+// One small case per (algorithm, rank count) beyond the main sweep's counts: the data
+// flow at every size of communicator up to 64, and at 1024 and 4096 ranks (a 16x16x16
+// torus) for the algorithms whose steps grow with log n or the grid's sides. The ring
+// and pairwise algorithms, whose steps per rank grow with n, and the 4096-rank torus
+// all-reduce and reduce-scatter run in tests/slow (LABEL slow).
+Case scale_case(const Swept& p, int n, int variant) {
+  Case c;
+  c.collective = p.collective;
+  c.algorithm = p.algorithm;
+  c.nranks = n;
+  const bool per_rank = p.collective == Collective::kReduceScatter || p.collective == Collective::kAlltoall ||
+                        p.collective == Collective::kAllgather;
+  c.count = per_rank ? 1 + variant % 2 : static_cast<size_t>(n) + 1 + variant;
+  constexpr ciuic_datatype_t kTypes[] = {CIUIC_INT32, CIUIC_FLOAT32, CIUIC_INT64, CIUIC_FLOAT64};
+  c.datatype = kTypes[variant % 4];
+  c.op = reduces(p.collective) && variant % 3 == 1 ? CIUIC_AVG : CIUIC_SUM;
+  c.placement = placements(p.collective)[variant % placements(p.collective).size()];
+  c.root = roots(p.collective, n)[variant % roots(p.collective, n).size()];
+  return c;
+}
+
+class ScheduleEveryRankCount : public ::testing::TestWithParam<Swept> {};
+TEST_P(ScheduleEveryRankCount, To64) {
+  Sweep s;
+  for (int n = 25; n < 64; ++n)
+    if (n != 32) s.run(scale_case(GetParam(), n, n));
+}
+INSTANTIATE_TEST_SUITE_P(All, ScheduleEveryRankCount, ::testing::ValuesIn(swept(false)), swept_name);
+
+bool steps_grow_with_n(const std::string& algorithm) { return algorithm == "ring" || algorithm == "pairwise"; }
+
+std::vector<Swept> swept_at_scale(bool largest) {
+  std::vector<Swept> out;
+  for (const Swept& p : swept(false)) {
+    if (steps_grow_with_n(p.algorithm)) continue;
+    // 4096-rank torus all-reduce and reduce-scatter (~10 s): tests/slow.
+    if (largest && p.algorithm == "torus" && p.collective != Collective::kAllgather) continue;
+    out.push_back(p);
+  }
+  return out;
+}
+
+class ScheduleAtScale : public ::testing::TestWithParam<Swept> {};
+void run_at_scale(const Swept& p, int n) {
+  Sweep s;
+  Case c = scale_case(p, n, n == 1024 ? 1 : 2);
+  if (c.count > 3) c.count = static_cast<size_t>(n) / 2 + 3;  // fewer elements than ranks: empty blocks too
+  c.chunk_bytes = 4096;  // several chunks per buffer
+  s.run(c);
+}
+TEST_P(ScheduleAtScale, Ranks1024) { run_at_scale(GetParam(), 1024); }
+class ScheduleAtLargestScale : public ::testing::TestWithParam<Swept> {};
+TEST_P(ScheduleAtLargestScale, Ranks4096) { run_at_scale(GetParam(), 4096); }
+INSTANTIATE_TEST_SUITE_P(All, ScheduleAtLargestScale, ::testing::ValuesIn(swept_at_scale(true)), swept_name);
+INSTANTIATE_TEST_SUITE_P(All, ScheduleAtScale, ::testing::ValuesIn(swept_at_scale(false)), swept_name);
+
 // Deep pipelines: 16-byte chunks (one to sixteen elements) through 2 or 3 scratch slots.
 std::vector<int> pipelined_ranks() { return {1, 2, 3, 4, 5, 7, 8, 13, 16, 24}; }
 

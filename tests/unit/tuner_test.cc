@@ -1,0 +1,108 @@
+// The tuner: its choice is the cost model's best for the size bucket, it follows
+// CIUIC_TOPOLOGY and the CIUIC_NET_* parameters, it never picks an algorithm that cannot
+// run (a torus without a grid of that size), and at 4096 ranks on a 16x16x16 torus its
+// cached per-bucket choice stays within 10 % of the best prediction at every size.
+#include <gtest/gtest.h>
+
+#include <string>
+
+#include "coll/algorithms.h"
+#include "coll/cost_model.h"
+#include "coll/tuner.h"
+#include "support/scoped_config.h"
+
+namespace ciuic::coll {
+namespace {
+
+using ciuic::testing::ScopedConfig;
+
+CollectiveArgs allreduce(int n, size_t bytes) {
+  CollectiveArgs a;
+  a.collective = Collective::kAllreduce;
+  a.nranks = n;
+  a.datatype = CIUIC_FLOAT32;
+  a.count = bytes / 4;
+  a.chunk_bytes = 256 << 10;
+  return a;
+}
+
+TEST(Tuner, SmallMessagesTakeFewStepsLargeOnesFewBytes) {
+  ScopedConfig topo("CIUIC_TOPOLOGY", "flat");
+  EXPECT_EQ(default_algorithm(allreduce(64, 8)), std::string("recursive_doubling"));
+  const std::string large = default_algorithm(allreduce(64, 256 << 20));
+  EXPECT_NE(large, "recursive_doubling");  // log2(n) whole buffers lose to 2(n-1)/n of one
+  Topology t;
+  ASSERT_TRUE(configured_topology(64, &t).ok());
+  EXPECT_EQ(large, rank_algorithms(allreduce(64, 256 << 20), t).front().algorithm);
+}
+
+TEST(Tuner, FollowsTheTopologyAndTheLinkParameters) {
+  // A slow per-message cost favours few steps even for large buffers.
+  std::string slow_alpha, fast_alpha;
+  {
+    ScopedConfig alpha("CIUIC_NET_ALPHA_NS", "50000000");
+    slow_alpha = default_algorithm(allreduce(256, 4 << 20));
+  }
+  {
+    ScopedConfig alpha("CIUIC_NET_ALPHA_NS", "100");
+    fast_alpha = default_algorithm(allreduce(256, 4 << 20));
+  }
+  EXPECT_NE(slow_alpha, "ring");
+  EXPECT_NE(slow_alpha, fast_alpha);
+  // On a torus with neighbour links, the torus algorithm's rings beat butterflies whose
+  // far partners share links, for large buffers.
+  ScopedConfig topo("CIUIC_TOPOLOGY", "torus:8x8x8");
+  EXPECT_EQ(default_algorithm(allreduce(512, 256 << 20)), std::string("torus"));
+}
+
+TEST(Tuner, NeverPicksATorusWithoutAGridOfThatSize) {
+  ScopedConfig topo("CIUIC_TOPOLOGY", "torus:4x4x4");
+  ScopedConfig dims("CIUIC_TORUS_DIMS", "4x4x2");  // a grid for 32 ranks, not 64
+  Topology t;
+  ASSERT_TRUE(configured_topology(64, &t).ok());
+  CollectiveArgs a = allreduce(64, 64 << 20);
+  a.torus_dims = {};
+  for (const Prediction& p : rank_algorithms(a, t)) EXPECT_NE(p.algorithm, "torus");
+}
+
+TEST(Tuner, ABadTopologyFallsBackToTheFirstAlgorithm) {
+  ScopedConfig topo("CIUIC_TOPOLOGY", "hypercube");
+  EXPECT_EQ(default_algorithm(allreduce(8, 1 << 20)), std::string("ring"));
+}
+
+TEST(Tuner, TheOldSmallAllreduceRuleStillWinsWhenSet) {
+  ScopedConfig small("CIUIC_ALLREDUCE_SMALL_BYTES", "1M");
+  EXPECT_EQ(default_algorithm(allreduce(8, 1 << 20)), std::string("recursive_doubling"));
+  EXPECT_EQ(default_algorithm(allreduce(8, 2 << 20)), std::string("ring"));
+}
+
+// The bar: simulated 4096 ranks, the tuner's (bucketed, cached) choice within
+// 10 % of the best algorithm the model knows at every size, including sizes between the
+// buckets' edges.
+TEST(Tuner, At4096RanksOnATorusWithinTenPercentOfTheBestEverywhere) {
+  ScopedConfig topo("CIUIC_TOPOLOGY", "torus:16x16x16");
+  Topology t;
+  ASSERT_TRUE(configured_topology(4096, &t).ok());
+  for (Collective c : {Collective::kAllreduce, Collective::kAllgather, Collective::kReduceScatter,
+                       Collective::kBroadcast, Collective::kReduce}) {
+    for (size_t bytes = 1024; bytes <= (size_t{1} << 30); bytes = bytes * 3 / 2) {
+      CollectiveArgs a = allreduce(4096, bytes);
+      a.collective = c;
+      const bool per_rank = c == Collective::kAllgather || c == Collective::kReduceScatter;
+      a.count = bytes / 4 / (per_rank ? 4096 : 1);
+      if (a.count == 0) continue;
+      const std::string chosen = default_algorithm(a);
+      const std::vector<Prediction> ranked = rank_algorithms(a, t);
+      ASSERT_FALSE(ranked.empty());
+      double chosen_time = -1;
+      for (const Prediction& p : ranked)
+        if (p.algorithm == chosen) chosen_time = p.seconds;
+      ASSERT_GT(chosen_time, 0) << chosen;
+      EXPECT_LE(chosen_time, 1.10 * ranked.front().seconds)
+          << collective_name(c) << " " << bytes << " B: chose " << chosen << ", best " << ranked.front().algorithm;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace ciuic::coll
