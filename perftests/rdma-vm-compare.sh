@@ -46,7 +46,6 @@ fi
 # ciuic-perf transport <mode> <bytes> <iters>: two ranks (rank 0 sends), one per device.
 # Prints the result row or returns 1 with the output kept in $ciuic_log.
 ciuic_log=$(mktemp)
-transport_line=""
 ciuic_run() {
   local mode=$1 bytes=$2 iters=$3 secret port pids=() rc=0
   secret=$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')
@@ -71,7 +70,7 @@ ciuic_run() {
   wait "${pids[0]}" || rc=1
   wait "${pids[1]}" || rc=1
   cat "$ciuic_log.0" "$ciuic_log.1" > "$ciuic_log"
-  transport_line=$(grep -m1 '^# transport' "$ciuic_log.0" || true)
+  grep -m1 '^# transport' "$ciuic_log.0" > "$ciuic_log.transport" || true
   [ $rc = 0 ] || return 1
   awk '$1 ~ /^[0-9]+$/ {row = $0} END {if (row == "") exit 1; print row}' "$ciuic_log.0"
 }
@@ -111,8 +110,8 @@ for round in $(seq "$repeat"); do
     printf "%-10s %-8s %16s %16s %8s\n" "$test" "$label" "$p_val $unit" "$c_val $unit" "$ratio"
   done
 done
+[ -s "$ciuic_log.transport" ] && echo "# ciuic: $(sed 's/^# //' "$ciuic_log.transport")"
 rm -f "$ciuic_log" "$ciuic_log".*
-[ -n "$transport_line" ] && echo "# ciuic: ${transport_line#\# }"
 echo "# ratio = ciuic / perftest: bandwidth wants >= 0.9, latency <= 1.2 (docs/performance.md)"
 if [ -n "$ciuic_why" ]; then
   echo "# ciuic: $ciuic_why"

@@ -40,6 +40,8 @@ skip() { echo "rdma-vm: SKIPPED: $*" >&2; exit 77; }
 # --- QEMU -------------------------------------------------------------------------------
 qemu=$(command -v qemu-system-x86_64 || true)
 [ -n "$qemu" ] || skip "qemu-system-x86_64 is not installed (Debian: apt-get install qemu-system-x86)"
+"$qemu" -device help 2> /dev/null | grep -q '"virtio-9p-pci"' ||
+  skip "this QEMU has no virtio-9p (virtfs) support, which shares the host root"
 [ "$(uname -m)" = x86_64 ] || skip "the guest kernel is x86_64 and this host is $(uname -m)"
 
 # --- Kernel and modules: Debian's, fetched once into the cache ---------------------------
@@ -79,8 +81,20 @@ fetch_kernel() {
     [ -n "$f" ] || { rm -rf "$tmp"; echo "rdma-vm: $deb has no $m.ko" >&2; exit 1; }
     cp "$f" "$cache/kernel/modules/"
   done
+  extract_vmlinux "$cache/kernel/vmlinuz" "$cache/kernel/vmlinux" || rm -f "$cache/kernel/vmlinux"
   basename "$deb" > "$cache/kernel/source"
   rm -rf "$tmp"
+}
+
+# The uncompressed ELF kernel boots straight into its PVH entry point: no BIOS real mode,
+# no decompression under emulation (measured: 8 s instead of 15 s to power-off under
+# load). Only kept when it has the PVH note; otherwise QEMU boots vmlinuz.
+extract_vmlinux() {
+  local offset
+  offset=$(LC_ALL=C grep -obUaP '\xfd7zXZ\x00' "$1" 2> /dev/null | head -1 | cut -d: -f1)
+  [ -n "$offset" ] || return 1
+  tail -c +$((offset + 1)) "$1" | xz -dc > "$2" 2> /dev/null  # trailing bytes make xz complain
+  command -v readelf > /dev/null && readelf -n "$2" 2> /dev/null | grep -q 'Unknown note type: (0x00000012)'
 }
 
 # The initramfs: static busybox, init and the modules; rebuilt when any of them changes.
@@ -101,6 +115,7 @@ build_initramfs() {
   printf "%s\n" "${modules[@]}" > "$root/modules/order"
   (cd "$root" && find . | cpio -o -H newc --quiet > "$cache/initramfs-$stamp.cpio.part")
   mv "$cache/initramfs-$stamp.cpio.part" "$cache/initramfs-$stamp.cpio"
+  find "$cache" -maxdepth 1 -name 'initramfs-*.cpio' ! -name "initramfs-$stamp.cpio" -delete
   rm -rf "$root"
   echo "$cache/initramfs-$stamp.cpio"
 }
@@ -109,11 +124,15 @@ mkdir -p "$cache" || skip "cannot create the cache folder $cache"
 exec 9> "$cache/.lock"
 flock 9  # parallel runs: one fetches, the others wait for it
 [ -f "$cache/kernel/vmlinuz" ] || fetch_kernel
+kernel=$cache/kernel/vmlinuz
+[ -f "$cache/kernel/vmlinux" ] && kernel=$cache/kernel/vmlinux
 initramfs=$(build_initramfs)
 flock -u 9
 [ "$prepare_only" = 1 ] && { echo "rdma-vm: ready: $(cat "$cache/kernel/source")"; exit 0; }
 
 # --- The job: command, working directory and the caller's environment that matters -----
+# Control folders of runs killed before their cleanup (SIGKILL) go after a day.
+find "$cache" -maxdepth 1 -name 'run.*' -mmin +1440 -exec rm -rf {} + 2> /dev/null || true
 ctl=$(mktemp -d "$cache/run.XXXXXX")
 qemu_pid=
 cleanup() {
@@ -153,7 +172,7 @@ kvm_works() {
   if [ ! -f "$stamp" ]; then
     verdict=no
     { timeout -s KILL 20 setpriv --pdeathsig KILL -- "$qemu" -machine q35,accel=kvm -cpu host -smp 1 -m 256 \
-      -nodefaults -display none -no-reboot -monitor none -serial none -kernel "$cache/kernel/vmlinuz" \
+      -nodefaults -display none -no-reboot -monitor none -serial none -kernel "$kernel" \
       -initrd "$initramfs" -append "$kernel_args rdmavm.probe" < /dev/null > /dev/null 2>&1; } 2> /dev/null && verdict=yes
     echo "$verdict" > "$stamp"
   fi
@@ -169,7 +188,7 @@ cpu=max
 [ "$accel" = kvm ] && cpu=host
 args=(-machine q35,accel="$accel" -cpu "$cpu" -smp 2 -m "$mem"
       -nodefaults -display none -no-reboot -monitor none -serial stdio
-      -kernel "$cache/kernel/vmlinuz" -initrd "$initramfs"
+      -kernel "$kernel" -initrd "$initramfs"
       -append "$kernel_args"
       -netdev user,id=net0 -device virtio-net-pci,netdev=net0,romfile=
       -virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap
@@ -184,7 +203,8 @@ done
 # command's time plus a margin for boot and setup before it is killed regardless.
 limit=$((timeout + 120))
 started=$(date +%s)
-setpriv --pdeathsig KILL -- "$qemu" "${args[@]}" < /dev/null &
+# (exec: QEMU's parent must be this script itself, not a forked copy that outlives it.)
+(exec setpriv --pdeathsig KILL -- "$qemu" "${args[@]}" < /dev/null) &
 qemu_pid=$!
 # (sleep holds no descriptor of ours: a caller reading our output through a pipe, CTest
 # for one, must see it close when we exit, not when sleep ends.)

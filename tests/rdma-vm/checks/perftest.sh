@@ -13,12 +13,12 @@ for d in "${devices[@]}"; do check_device "$d" || failed=1; done
 
 # ib_write_bw row: #bytes #iterations BW_peak BW_average MsgRate (MB/s).
 write_bw() {
-  perftest_pair "ib_write_bw 64 KiB $1" "$2" "$3" "$4" ib_write_bw -s 65536 -n 200 || { failed=1; return; }
+  perftest_pair "ib_write_bw 64 KiB $1" "$2" "$3" "$4" ib_write_bw -s 65536 -n 50 || { failed=1; return; }
   awk '{exit !($4 > 0)}' <<< "$PERFTEST_ROW" || { echo "FAIL ib_write_bw $1: zero average bandwidth"; failed=1; }
 }
 # ib_send_lat row: #bytes #iterations t_min t_max t_typical ... (usec).
 send_lat() {
-  perftest_pair "ib_send_lat 8 B $1" "$2" "$3" "$4" ib_send_lat -s 8 -n 200 || { failed=1; return; }
+  perftest_pair "ib_send_lat 8 B $1" "$2" "$3" "$4" ib_send_lat -s 8 -n 100 || { failed=1; return; }
   awk '{exit !($5 > 0 && $5 != "inf")}' <<< "$PERFTEST_ROW" || { echo "FAIL ib_send_lat $1: no latency measured"; failed=1; }
 }
 
