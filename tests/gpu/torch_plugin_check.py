@@ -1,5 +1,6 @@
-"""PyTorch over NCCL over the ciuic plugin: two processes on GPU 0 that NCCL takes for two
-hosts (NCCL_HOSTID per rank; run under MPS), so every byte crosses the plugin.
+"""PyTorch over NCCL over the ciuic plugin. With a GPU per rank, set NCCL_P2P_DISABLE=1
+NCCL_SHM_DISABLE=1 so that every byte crosses the plugin; on a one-GPU machine both
+processes use GPU 0 and NCCL takes them for two hosts (NCCL_HOSTID per rank; run under MPS).
 
     NCCL_NET_PLUGIN=ciuic NCCL_NET=ciuic LD_LIBRARY_PATH=build/plugins/nccl:$LD_LIBRARY_PATH \
         torchrun --nproc-per-node 2 tests/gpu/torch_plugin_check.py
@@ -17,28 +18,31 @@ import torch.distributed as dist
 def main() -> int:
     rank = int(os.environ["RANK"])
     world = int(os.environ["WORLD_SIZE"])
-    os.environ.setdefault("NCCL_HOSTID", f"host{rank}")  # one GPU, two "hosts"
-    torch.cuda.set_device(0)
-    dist.init_process_group("nccl", rank=rank, world_size=world, device_id=torch.device("cuda:0"))
+    gpu = rank if torch.cuda.device_count() >= world else 0
+    if torch.cuda.device_count() < world:
+        os.environ.setdefault("NCCL_HOSTID", f"host{rank}")  # one GPU, two "hosts"
+    torch.cuda.set_device(gpu)
+    dev = torch.device(f"cuda:{gpu}")
+    dist.init_process_group("nccl", rank=rank, world_size=world, device_id=dev)
 
     n = 64 * 1024 * 1024  # 256 MiB of float32
-    x = torch.full((n,), float(rank + 1), device="cuda")
+    x = torch.full((n,), float(rank + 1), device=dev)
     dist.all_reduce(x)
     reduce_ok = bool(torch.all(x == world * (world + 1) / 2).item())
 
-    base = torch.arange(n // world, device="cuda", dtype=torch.float32)
+    base = torch.arange(n // world, device=dev, dtype=torch.float32)
     parts = [torch.empty_like(base) for _ in range(world)]
     dist.all_gather(parts, base + rank)
     gather_ok = all(torch.equal(parts[r], base + r) for r in range(world))
 
     torch.manual_seed(0)  # same initial weights everywhere
     model = torch.nn.Sequential(torch.nn.Linear(2048, 2048), torch.nn.GELU(),
-                                torch.nn.Linear(2048, 2048)).cuda()
-    ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=[0], bucket_cap_mb=4)
+                                torch.nn.Linear(2048, 2048)).to(dev)
+    ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=[gpu], bucket_cap_mb=4)
     opt = torch.optim.SGD(ddp.parameters(), lr=0.01)
     for step in range(5):
         torch.manual_seed(1000 * rank + step)  # different data on every rank
-        loss = ddp(torch.randn(64, 2048, device="cuda")).square().mean()
+        loss = ddp(torch.randn(64, 2048, device=dev)).square().mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
