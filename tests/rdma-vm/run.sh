@@ -3,7 +3,7 @@
 # Soft-RoCE (rdma_rxe), the host's root shared read-only so every host binary and library
 # runs there unchanged. See tests/rdma-vm/README.md.
 #
-#   tests/rdma-vm/run.sh [--nodes 1|2] [--timeout S] [--mem MB] [--rw DIR]... [--env NAME=VALUE]... -- COMMAND...
+#   tests/rdma-vm/run.sh [--nodes 1|2] [--timeout S] [--mem MB] [--rw DIR]... [--env NAME=VALUE]... [--verbose] -- COMMAND...
 #   tests/rdma-vm/run.sh --prepare     # only fetch the kernel and build the initramfs
 #
 # Exit status: the command's; 77 when the VM cannot run here (reason on one line);
