@@ -174,6 +174,20 @@ class ScheduleDataflow : public ::testing::TestWithParam<Swept> {};
 TEST_P(ScheduleDataflow, Sweep) { sweep(GetParam().collective, GetParam().algorithm, rank_counts(), 1 << 20, 16, false); }
 INSTANTIATE_TEST_SUITE_P(All, ScheduleDataflow, ::testing::ValuesIn(swept(false)), swept_name);
 
+TEST(ScheduleAlgorithms, ATorusGridOfTheWrongSizeIsAnErrorThatSaysSo) {
+  CollectiveArgs a;
+  a.nranks = 16;
+  a.count = 64;
+  a.torus_dims = {4, 4, 2};
+  Schedule s;
+  Status st = build_schedule(a, "torus", &s);
+  EXPECT_EQ(st.code(), CIUIC_ERR_INVALID_ARGUMENT);
+  EXPECT_NE(st.message().find("4x4x2"), std::string::npos) << st.message();
+  EXPECT_NE(st.message().find("CIUIC_TORUS_DIMS"), std::string::npos) << st.message();
+  a.torus_dims = {2, 8};  // 2-D: the third side is 1
+  EXPECT_TRUE(build_schedule(a, "torus", &s).ok());
+}
+
 TEST(ScheduleAlgorithms, AllreduceAndAllgatherAt128Ranks) {
   Sweep s;
   for (Collective coll : {Collective::kAllreduce, Collective::kAllgather}) {
