@@ -38,10 +38,10 @@ if [ "$NODES" = 2 ]; then
   ip addr add 192.168.77.1/24 dev vetha
   ip addr add 192.168.77.2/24 dev vethb
   ip link set vetha up && ip link set vethb up
-  for side in a b; do
-    sysctl -qw net.ipv4.conf.veth$side.accept_local=1 net.ipv4.conf.veth$side.rp_filter=0
+  for conf in vetha vethb all; do
+    echo 1 > /proc/sys/net/ipv4/conf/$conf/accept_local
+    echo 0 > /proc/sys/net/ipv4/conf/$conf/rp_filter
   done
-  sysctl -qw net.ipv4.conf.all.rp_filter=0
   # Local table after the wire rules; each address reaches the other across the veth.
   # "iif lo" limits the rules to traffic sent from this host: what arrives on the wire
   # is delivered through the local table.

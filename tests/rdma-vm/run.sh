@@ -40,7 +40,8 @@ skip() { echo "rdma-vm: SKIPPED: $*" >&2; exit 77; }
 # --- QEMU -------------------------------------------------------------------------------
 qemu=$(command -v qemu-system-x86_64 || true)
 [ -n "$qemu" ] || skip "qemu-system-x86_64 is not installed (Debian: apt-get install qemu-system-x86)"
-"$qemu" -device help 2> /dev/null | grep -q '"virtio-9p-pci"' ||
+qemu_devices=$("$qemu" -device help 2> /dev/null || true)
+grep -q '"virtio-9p-pci"' <<< "$qemu_devices" ||
   skip "this QEMU has no virtio-9p (virtfs) support, which shares the host root"
 [ "$(uname -m)" = x86_64 ] || skip "the guest kernel is x86_64 and this host is $(uname -m)"
 
@@ -94,7 +95,10 @@ extract_vmlinux() {
   offset=$(LC_ALL=C grep -obUaP '\xfd7zXZ\x00' "$1" 2> /dev/null | head -1 | cut -d: -f1)
   [ -n "$offset" ] || return 1
   tail -c +$((offset + 1)) "$1" | xz -dc > "$2" 2> /dev/null  # trailing bytes make xz complain
-  command -v readelf > /dev/null && readelf -n "$2" 2> /dev/null | grep -q 'Unknown note type: (0x00000012)'
+  command -v readelf > /dev/null || return 1
+  local notes  # the Xen note 18 is the PVH entry point (older binutils have no name for it)
+  notes=$(readelf -n "$2" 2> /dev/null) || return 1
+  grep -qE 'PHYS32_ENTRY|note type: \(0x00000012\)' <<< "$notes"
 }
 
 # The initramfs: static busybox, init and the modules; rebuilt when any of them changes.
