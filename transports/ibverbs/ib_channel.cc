@@ -21,7 +21,7 @@ namespace {
 // last completions (an ACK may trail the peer's exit) before they fail.
 constexpr int64_t kClosedGraceNs = 200'000'000;
 // How often a busy caller's progress reads the completion channel and the side socket.
-constexpr int64_t kCheckIntervalNs = 50'000;
+constexpr int64_t kCheckIntervalNs = 1'000'000;
 }  // namespace
 
 // ---- regions ----
@@ -168,14 +168,14 @@ void IbChannelCore::release(BufferPlacement* p) {
   *p = BufferPlacement{};
 }
 
-Status IbChannelCore::post_send(int qp, ibv_send_wr* wr) {
+Status IbChannelCore::post_send(int qp, ibv_send_wr* wr, int count) {
   ibv_send_wr* bad = nullptr;
   int rc = ibv_post_send(ep_->qps[static_cast<size_t>(qp)], wr, &bad);
   if (rc != 0) {
     fail(errno_error("ibv_post_send to " + describe(), rc));
     return failed_;
   }
-  ++sq_used_[qp];
+  sq_used_[qp] += count;
   return Status::Ok();
 }
 
@@ -288,11 +288,13 @@ Status IbChannelCore::progress_core() {
   int handled = 0;
   CIUIC_RETURN_IF_ERROR(poll_cq(&handled));
   // The completion channel and the side socket cost a system call each, so they are read
-  // only when nothing completed and not more often than every kCheckIntervalNs. Skipping
-  // them never loses a wakeup: an unread event keeps the channel's descriptor readable, and
-  // a CQ is disarmed only by an event.
+  // only when the caller slept in poll() since (collect_poll_fds was called), or the CQ is
+  // not armed, or nothing completed for kCheckIntervalNs (a caller that never sleeps still
+  // hears of a dead peer). Skipping them never loses a wakeup: an unread event keeps the
+  // channel's descriptor readable, and a CQ is disarmed only by an event.
+  if (armed_ && !woke_from_poll_ && (handled > 0 || ++idle_polls_ % 64 != 0)) return Status::Ok();
   int64_t now = now_ns();
-  if (armed_ && (handled > 0 || now - last_check_ns_ < kCheckIntervalNs)) {
+  if (armed_ && !woke_from_poll_ && (handled > 0 || now - last_check_ns_ < kCheckIntervalNs)) {
     if (peer_closed_ && has_unfinished() && now - peer_closed_ns_ > kClosedGraceNs) {
       fail(peer_closed_error());
       return failed_;
@@ -300,6 +302,7 @@ Status IbChannelCore::progress_core() {
     return Status::Ok();
   }
   last_check_ns_ = now;
+  woke_from_poll_ = false;
   const VerbsApi* api = ep_->device->hca->api;
   unsigned events = 0;
   ibv_cq* event_cq = nullptr;
@@ -335,6 +338,7 @@ Status IbChannelCore::progress_core() {
 void IbChannelCore::collect_core(std::vector<pollfd>* fds) const {
   std::lock_guard<std::mutex> lock(mutex_);
   if (!failed_.ok()) return;
+  woke_from_poll_ = true;  // the next progress reads the channel and the side socket
   fds->push_back(pollfd{ep_->channel->fd, POLLIN, 0});
   // After the peer closed, the socket stays readable: the caller comes back within the
   // grace period to fail what is unfinished.

@@ -83,7 +83,7 @@ class IbChannelCore {
   const std::string& describe() const { return description_; }
   // Destroys QPs and CQ (derived destructors call it before releasing request buffers).
   void close_endpoint();
-  Status post_send(int qp, ibv_send_wr* wr);
+  Status post_send(int qp, ibv_send_wr* wr, int count = 1);  // a chain of `count`
   // Finds a place for [data, data+size): inline, region, bounce or transient registration.
   Status place(const void* data, size_t size, MemoryRegion* region, bool remote,
                BufferPlacement* out);
@@ -120,6 +120,8 @@ class IbChannelCore {
   std::string describe_endpoint() const;
   Status get_bounce(Bounce** out);
   int64_t last_check_ns_ = 0;
+  unsigned idle_polls_ = 0;  // the clock is read every few idle polls only (a syscall in some VMs)
+  mutable bool woke_from_poll_ = false;  // set by collect_poll_fds (under mutex_)
 };
 
 struct IbSendRequest final : Request {
@@ -153,6 +155,9 @@ class IbSendChannel final : public SendChannel, private IbChannelCore {
 
   SendFifo fifo_;
   std::array<IbSendRequest, kMaxRequests> requests_;
+  // One send's work requests per QP, chained for a single ibv_post_send.
+  std::array<std::array<ibv_send_wr, kMaxWrsPerSend + 2>, kMaxQps> chain_wrs_{};
+  std::array<std::array<ibv_sge, kMaxWrsPerSend + 2>, kMaxQps> chain_sges_{};
 };
 
 struct IbRecvRequest final : Request {

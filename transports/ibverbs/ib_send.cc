@@ -142,6 +142,19 @@ Status IbSendChannel::isend(const void* data, size_t size, int tag, MemoryRegion
   r->size = size;
   r->placement = placement;
   const uint64_t wr_id = reinterpret_cast<uintptr_t>(r);
+  // Every QP's work requests go in one chain, one ibv_post_send (one doorbell) per QP.
+  int chain_length[kMaxQps] = {};
+  auto append = [&](int q) -> std::pair<ibv_send_wr*, ibv_sge*> {
+    int i = chain_length[q]++;
+    ibv_send_wr* wr = &chain_wrs_[q][static_cast<size_t>(i)];
+    ibv_sge* sge = &chain_sges_[q][static_cast<size_t>(i)];
+    *wr = ibv_send_wr{};
+    *sge = ibv_sge{};
+    if (i > 0) chain_wrs_[q][static_cast<size_t>(i) - 1].next = wr;
+    wr->wr_id = wr_id;
+    wr->send_flags = IBV_SEND_SIGNALED;
+    return {wr, sge};
+  };
   // Payload.
   size_t off = 0;
   for (int k = 0; off < size; ++k) {
@@ -149,20 +162,16 @@ Status IbSendChannel::isend(const void* data, size_t size, int tag, MemoryRegion
     int q = k % stripes;
     while (off < stripe_end) {
       size_t len = std::min(wr_bytes, stripe_end - off);
-      ibv_sge sge{};
-      sge.addr = use_inline ? reinterpret_cast<uintptr_t>(data) + off : placement.addr + off;
-      sge.length = static_cast<uint32_t>(len);
-      sge.lkey = placement.key;
-      ibv_send_wr wr{};
-      wr.wr_id = wr_id;
-      wr.sg_list = &sge;
-      wr.num_sge = 1;
-      wr.opcode = IBV_WR_RDMA_WRITE;
-      wr.send_flags = IBV_SEND_SIGNALED | (use_inline ? IBV_SEND_INLINE : 0);
-      wr.wr.rdma.remote_addr = e.addr + off;
-      wr.wr.rdma.rkey = e.rkey;
-      CIUIC_RETURN_IF_ERROR(post_send(q, &wr));
-      ++r->pending_wrs;
+      auto [wr, sge] = append(q);
+      sge->addr = use_inline ? reinterpret_cast<uintptr_t>(data) + off : placement.addr + off;
+      sge->length = static_cast<uint32_t>(len);
+      sge->lkey = placement.key;
+      wr->sg_list = sge;
+      wr->num_sge = 1;
+      wr->opcode = IBV_WR_RDMA_WRITE;
+      if (use_inline) wr->send_flags |= IBV_SEND_INLINE;
+      wr->wr.rdma.remote_addr = e.addr + off;
+      wr->wr.rdma.rkey = e.rkey;
       off += len;
     }
   }
@@ -173,26 +182,26 @@ Status IbSendChannel::isend(const void* data, size_t size, int tag, MemoryRegion
   if (last) {
     // Close the group: QP 0's IMM carries the sizes; every QP's IMM follows its payload.
     for (int q = 0; q < qps; ++q) {
-      ibv_sge sge{};
-      ibv_send_wr wr{};
-      wr.wr_id = wr_id;
-      wr.opcode = IBV_WR_RDMA_WRITE_WITH_IMM;
-      wr.imm_data = htonl(static_cast<uint32_t>(g));
-      wr.send_flags = IBV_SEND_SIGNALED;
-      wr.wr.rdma.remote_addr = ep_->peer.sizes_addr + static_cast<uint64_t>(slot) * sizeof(SizesRecord);
-      wr.wr.rdma.rkey = ep_->peer.sizes_rkey;
+      auto [wr, sge] = append(q);
+      wr->opcode = IBV_WR_RDMA_WRITE_WITH_IMM;
+      wr->imm_data = htonl(static_cast<uint32_t>(g));
+      wr->wr.rdma.remote_addr = ep_->peer.sizes_addr + static_cast<uint64_t>(slot) * sizeof(SizesRecord);
+      wr->wr.rdma.rkey = ep_->peer.sizes_rkey;
       if (q == 0) {
         size_t bytes = static_cast<size_t>(group_count) * sizeof(uint64_t);
-        sge.addr = reinterpret_cast<uintptr_t>(&sizes);
-        sge.length = static_cast<uint32_t>(bytes);
-        sge.lkey = ep_->control_mr->lkey;
-        wr.sg_list = &sge;
-        wr.num_sge = 1;
-        if (bytes <= static_cast<size_t>(ep_->max_inline)) wr.send_flags |= IBV_SEND_INLINE;
+        sge->addr = reinterpret_cast<uintptr_t>(&sizes);
+        sge->length = static_cast<uint32_t>(bytes);
+        sge->lkey = ep_->control_mr->lkey;
+        wr->sg_list = sge;
+        wr->num_sge = 1;
+        if (bytes <= static_cast<size_t>(ep_->max_inline)) wr->send_flags |= IBV_SEND_INLINE;
       }
-      CIUIC_RETURN_IF_ERROR(post_send(q, &wr));
-      ++r->pending_wrs;
     }
+  }
+  for (int q = 0; q < qps; ++q) {
+    if (chain_length[q] == 0) continue;
+    CIUIC_RETURN_IF_ERROR(post_send(q, chain_wrs_[q].data(), chain_length[q]));
+    r->pending_wrs += chain_length[q];
   }
   *request = r;
   return Status::Ok();
