@@ -10,6 +10,7 @@
 #include <sys/random.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <vector>
@@ -239,9 +240,29 @@ Status set_nonblocking(int fd) {
   return Status::Ok();
 }
 
-void set_nodelay(int fd) {
+namespace {
+const config::IntParam kKeepaliveMs{
+    "CIUIC_KEEPALIVE_MS", 60000,
+    "A connection whose peer stays silent this long (keepalive probes unanswered while idle, or "
+    "data unacknowledged while busy) fails with an error; 0 leaves the kernel's defaults"};
+}  // namespace
+
+void set_connection_options(int fd) {
   int one = 1;
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  // Without this, a peer host that vanishes (power, cable, a link set down) leaves an idle
+  // connection looking healthy for hours; the next operation would only fail at its deadline.
+  const int64_t ms = kKeepaliveMs.get();
+  if (ms <= 0) return;
+  const int idle_s = static_cast<int>(std::max<int64_t>(1, ms / 3000));
+  const int interval_s = static_cast<int>(std::max<int64_t>(1, ms / 9000));
+  const int probes = 3;
+  const unsigned user_timeout_ms = static_cast<unsigned>(std::min<int64_t>(ms, 0x7fffffff));
+  setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+  setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle_s, sizeof(idle_s));
+  setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval_s, sizeof(interval_s));
+  setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &probes, sizeof(probes));
+  setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout_ms, sizeof(user_timeout_ms));
 }
 
 void set_buffer_sizes(int fd, int bytes) {
@@ -267,10 +288,35 @@ Status listen_on(const SocketAddress& address, int backlog, Fd* out, SocketAddre
   return Status::Ok();
 }
 
+Status connection_error(std::string_view what, int err) {
+  const char* hint = nullptr;
+  switch (err) {
+    case ETIMEDOUT:
+      hint = "the peer stopped answering for CIUIC_KEEPALIVE_MS: its host is down or the network "
+             "to it is cut";
+      break;
+    case EHOSTUNREACH:
+    case ENETUNREACH:
+    case EHOSTDOWN:
+    case ENETDOWN:
+      hint = "no route to the peer: a link or interface on the path is down";
+      break;
+    case ECONNRESET:
+    case EPIPE:
+    case ECONNABORTED:
+      hint = "the peer's end of the connection is gone";
+      break;
+    default:
+      return errno_error(what, err);
+  }
+  return remote_error(std::string(what) + ": " + std::strerror(err) + " (errno " + std::to_string(err) +
+                      "; " + hint + ")");
+}
+
 Status connect_start(const SocketAddress& address, Fd* out) {
   Fd s(socket(address.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
   if (!s.valid()) return errno_error("socket", errno);
-  set_nodelay(s.get());
+  set_connection_options(s.get());
   int rc = connect(s.get(), address.sa(), address.length);
   if (rc != 0 && errno != EINPROGRESS)
     return errno_error("connect to " + address.to_string(), errno);
@@ -297,7 +343,7 @@ Status accept_one(int listen_fd, Fd* out, SocketAddress* peer) {
     }
     return errno_error("accept", errno);
   }
-  set_nodelay(fd);
+  set_connection_options(fd);
   out->reset(fd);
   if (peer != nullptr) *peer = addr;
   return Status::Ok();

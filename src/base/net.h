@@ -82,7 +82,13 @@ Status connect_finished(int fd, const SocketAddress& address);
 Status accept_one(int listen_fd, Fd* out, SocketAddress* peer);
 
 Status set_nonblocking(int fd);
-void set_nodelay(int fd);
+// TCP_NODELAY, plus keepalive probes and TCP_USER_TIMEOUT from CIUIC_KEEPALIVE_MS, so a
+// vanished peer fails the connection even while it is idle. Every ciuic connection gets it.
+void set_connection_options(int fd);
+// The error for a failed send/recv on a connection: errnos that mean the peer or the path to
+// it is gone (no answer within CIUIC_KEEPALIVE_MS, unreachable, reset) are CIUIC_ERR_REMOTE
+// with a hint; anything else is a local system error.
+Status connection_error(std::string_view what, int err);
 void set_buffer_sizes(int fd, int bytes);
 
 // Moves bytes on a non-blocking socket. Returns Ok and adds to *done whatever moved;

@@ -6,6 +6,9 @@
  *       SIGKILLs itself <delay_us> later, in the middle of a later allreduce.
  *   fault_rank absent <count> <absent>
  *       <absent> initialises but never calls the allreduce the others call.
+ *   fault_rank idle <count> <sleep_ms>
+ *       one allreduce, then <sleep_ms> idle, then another: a fault while the connections
+ *       are idle must fail the second one fast (keepalive), not at its deadline.
  *   fault_rank loop <count> <iters>
  *       allreduce <count> float32 <iters> times, each result checked; the faults come
  *       from outside (a link set down, packet loss, SIGSTOP: tests/fault/netns_faults.py).
@@ -53,15 +56,17 @@ static int report(ciuic_comm_t comm, ciuic_result_t code, int iter, long long st
 
 int main(int argc, char** argv) {
   if (argc < 4 ||
-      (strcmp(argv[1], "die") != 0 && strcmp(argv[1], "absent") != 0 && strcmp(argv[1], "loop") != 0) ||
+      (strcmp(argv[1], "die") != 0 && strcmp(argv[1], "absent") != 0 && strcmp(argv[1], "loop") != 0 &&
+       strcmp(argv[1], "idle") != 0) ||
       (strcmp(argv[1], "die") == 0 && argc < 5)) {
     fprintf(stderr,
             "usage: fault_rank die <count> <victim> <delay_us> | absent <count> <absent> | "
-            "loop <count> <iters>\n");
+            "loop <count> <iters> | idle <count> <sleep_ms>\n");
     return 2;
   }
   const int die = strcmp(argv[1], "die") == 0;
   const int loop = strcmp(argv[1], "loop") == 0;
+  const int idle = strcmp(argv[1], "idle") == 0;
   const size_t count = (size_t)strtoull(argv[2], NULL, 10);
   const int special = atoi(argv[3]);
   if (die) g_delay_us = atol(argv[4]);
@@ -80,19 +85,20 @@ int main(int argc, char** argv) {
   if (send == NULL || recv == NULL) return 1;
   for (size_t i = 0; i < count; ++i) send[i] = (float)(g_rank + 1);
 
-  if (!die && !loop && g_rank == special) {
+  if (!die && !loop && !idle && g_rank == special) {
     /* Alive, connected to the bootstrap, but never joins: sleep until the others are done. */
     sleep(30);
     ciuic_comm_destroy(comm);
     return 0;
   }
-  const int iters = loop ? special : 1000;
+  const int iters = loop ? special : idle ? 2 : 1000;
   const long long loop_start_ns = now_ns();
   for (int iter = 0; iter < iters; ++iter) {
     if (die && iter == 1 && g_rank == special) {
       pthread_t killer;
       pthread_create(&killer, NULL, kill_later, NULL);
     }
+    if (idle && iter == 1) usleep((useconds_t)special * 1000);
     long long start_ns = now_ns();
     ciuic_result_t r = ciuic_allreduce(send, recv, count, CIUIC_FLOAT32, CIUIC_SUM, comm, NULL);
     if (r != CIUIC_SUCCESS) return report(comm, r, iter, start_ns);
@@ -101,7 +107,7 @@ int main(int argc, char** argv) {
       fprintf(stderr, "rank %d: wrong sum %f (want %f)\n", g_rank, recv[0], want);
       return 4;
     }
-    if (!die && !loop) return report(comm, CIUIC_SUCCESS, iter, start_ns);
+    if (!die && !loop && !idle) return report(comm, CIUIC_SUCCESS, iter, start_ns);
   }
-  return report(comm, CIUIC_SUCCESS, iters, loop ? loop_start_ns : now_ns());
+  return report(comm, CIUIC_SUCCESS, iters, (loop || idle) ? loop_start_ns : now_ns());
 }

@@ -11,6 +11,8 @@ The ranks are tests/fault/fault_rank (public C API only); the faults come from h
   loss      5 % packet loss on one host's link (nftables): results stay correct, time reported
   delay     10 ms delay on one link (tc netem) where the kernel has netem, skipped otherwise
   stall     one rank SIGSTOPped longer than CIUIC_TIMEOUT_MS: the others time out naming it
+  idle      one host's link set down while every connection is idle: keepalive
+            (CIUIC_KEEPALIVE_MS) fails the next all-reduce at once, long before its deadline
 
 Every case counts hangs (a rank that never returned) and checks that each survivor's error
 names the culprit. Exit 0 when every case held, 1 otherwise, 77 when namespaces cannot be
@@ -99,7 +101,7 @@ class Hosts:
         return run("ip", "netns", "exec", self.hosts[i], "tc", "qdisc", "add", "dev", "eth0", "root", "netem",
                    "delay", f"{ms}ms", check=False).returncode == 0
 
-    def launch(self, build, rank_args, timeout_ms, port):
+    def launch(self, build, rank_args, timeout_ms, port, extra_env=None):
         secret = secrets.token_hex(16)
         procs = []
         for i, host in enumerate(self.hosts):
@@ -114,6 +116,7 @@ class Hosts:
                                                               "CIUIC_SECRET", "CIUIC_SOCKET_IFNAME",
                                                               "CIUIC_TIMEOUT_MS", "CIUIC_BUILD_DIR"):
                     env[name] = value
+            env.update(extra_env or {})
             argv = ["ip", "netns", "exec", host, os.path.join(build, "tests", "fault_rank")] + rank_args
             # ip netns exec execs the program: the pid is the rank's, so signals reach it.
             procs.append(subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -339,7 +342,33 @@ def case_stall(args, hosts):
     return case
 
 
-CASES = dict(kill=case_kill, linkdown=case_linkdown, loss=case_loss, delay=case_delay, stall=case_stall)
+def case_idle(args, hosts):
+    case = Case("idle")
+    timeout_ms, keepalive_ms, idle_ms = 60000, 3000, 7000
+    for trial in range(max(1, args.trials // 10)):
+        victim = 1 + trial % (hosts.n - 1)
+        procs = hosts.launch(args.build, ["idle", str(1 << 16), str(idle_ms)], timeout_ms, next_port(),
+                             extra_env={"CIUIC_KEEPALIVE_MS": str(keepalive_ms)})
+        time.sleep(1.5)  # the first all-reduce is done; every connection is idle now
+        hosts.set_link(victim, False)
+        job = Job(procs).wait(idle_ms / 1000 + keepalive_ms / 1000 + 20)
+        hosts.set_link(victim, True)
+        case.trials += 1
+        # The second all-reduce starts idle_ms after the first; keepalive has failed the
+        # victim's connections by then, so it must fail within seconds, not at 60 s.
+        for rank in range(hosts.n):
+            r = job.results.get(rank)
+            if rank != victim and r is not None and r["iter"] != 1:
+                case.fail(f"rank {rank} failed in all-reduce #{r['iter'] + 1}, not the one after the idle time", job)
+        second_start = {r: v["start_ns"] for r, v in job.results.items() if v["iter"] == 1}
+        since = min(second_start.values()) if second_start else 0
+        case.check_survivors(job, victim, since, 5000, [r for r in range(hosts.n) if r in second_start])
+    case.notes.append(f"link down while idle; CIUIC_KEEPALIVE_MS={keepalive_ms}, CIUIC_TIMEOUT_MS={timeout_ms}")
+    return case
+
+
+CASES = dict(kill=case_kill, linkdown=case_linkdown, loss=case_loss, delay=case_delay, stall=case_stall,
+             idle=case_idle)
 
 
 def main():

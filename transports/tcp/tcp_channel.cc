@@ -90,7 +90,7 @@ Status StripedChannel::read_abort_frame(bool* complete, bool* closed) {
       *closed = true;
       return Status::Ok();
     }
-    if (n < 0) return errno_error("recv from " + peer_, errno);
+    if (n < 0) return net::connection_error("recv from " + peer_, errno);
     if (abort_header_got_ < kFrameHeaderBytes) {
       abort_header_got_ += static_cast<size_t>(n);
       if (abort_header_got_ < kFrameHeaderBytes) continue;

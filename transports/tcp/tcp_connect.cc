@@ -31,7 +31,7 @@ Status open_stripe(const net::SocketAddress& remote, int buffer_bytes, net::Fd* 
   if (!s.valid()) return errno_error("socket", errno);
   // Before connect(): the receive window scale is fixed by the SYN.
   if (buffer_bytes > 0) net::set_buffer_sizes(s.get(), buffer_bytes);
-  net::set_nodelay(s.get());
+  net::set_connection_options(s.get());
   if (::connect(s.get(), remote.sa(), remote.length) != 0 && errno != EINPROGRESS)
     return errno_error("connect to " + remote.to_string(), errno);
   *out = std::move(s);

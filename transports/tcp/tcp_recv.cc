@@ -136,7 +136,7 @@ Status TcpRecvChannel::read_into(int stripe, uint8_t* data, size_t size, size_t*
     }
     if (errno == EINTR) continue;
     if (errno == EAGAIN || errno == EWOULDBLOCK) return Status::Ok();
-    return errno_error("recv from " + describe() + " (stripe " + std::to_string(stripe) + ")",
+    return net::connection_error("recv from " + describe() + " (stripe " + std::to_string(stripe) + ")",
                        errno);
   }
   return Status::Ok();
@@ -331,7 +331,7 @@ Status TcpRecvChannel::reap_worker_pieces() {
       end_was_reset_ = f.error == ECONNRESET;
       return closed_by_peer(f.stripe, f.message_size);
     }
-    return errno_error("recv from " + describe() + " (stripe " + std::to_string(f.stripe) + ")",
+    return net::connection_error("recv from " + describe() + " (stripe " + std::to_string(f.stripe) + ")",
                        f.error);
   }
   // piece_done() retires finished messages from the front, so re-read base_seq_.

@@ -150,7 +150,7 @@ Status TcpSendChannel::progress() {
       Status why = check_peer();
       s = why.ok() ? peer_gone(f.error == ECONNRESET ? "reset" : "closed") : why;
     } else {
-      s = errno_error("send to " + describe() + " (socket " + std::to_string(f.stripe) + ")",
+      s = net::connection_error("send to " + describe() + " (socket " + std::to_string(f.stripe) + ")",
                       f.error);
     }
   }
@@ -226,7 +226,7 @@ Status TcpSendChannel::push_stripe(int stripe, bool* moved) {
         Status why = check_peer();
         return why.ok() ? peer_gone(errno == EPIPE ? "closed" : "reset") : why;
       }
-      return errno_error("send to " + describe(), errno);
+      return net::connection_error("send to " + describe(), errno);
     }
     *moved = true;
     uint64_t left = static_cast<uint64_t>(n);
