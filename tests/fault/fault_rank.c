@@ -98,7 +98,11 @@ int main(int argc, char** argv) {
       pthread_t killer;
       pthread_create(&killer, NULL, kill_later, NULL);
     }
-    if (idle && iter == 1) usleep((useconds_t)special * 1000);
+    if (idle && iter == 1) {
+      printf("IDLE rank=%d\n", g_rank); /* the driver injects its fault after every rank says this */
+      fflush(stdout);
+      usleep((useconds_t)special * 1000);
+    }
     long long start_ns = now_ns();
     ciuic_result_t r = ciuic_allreduce(send, recv, count, CIUIC_FLOAT32, CIUIC_SUM, comm, NULL);
     if (r != CIUIC_SUCCESS) return report(comm, r, iter, start_ns);

@@ -25,6 +25,7 @@ import json
 import os
 import re
 import secrets
+import select
 import shutil
 import signal
 import statistics
@@ -131,6 +132,23 @@ class Job:
         self.killed_at = {}
         self.hung = []
         self.output = []
+        self.early = {rank: [] for rank in range(len(procs))}  # lines read by wait_for_line
+
+    def wait_for_line(self, prefix, limit_s):
+        """Reads each rank's output until it printed a line starting with prefix."""
+        deadline = time.monotonic() + limit_s
+        for rank, proc in enumerate(self.procs):
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0 or not select.select([proc.stdout], [], [], left)[0]:
+                    return False
+                line = proc.stdout.readline()
+                if not line:
+                    return False
+                self.early[rank].append(line.rstrip("\n"))
+                if line.startswith(prefix):
+                    break
+        return True
 
     def wait(self, limit_s):
         """Waits for every rank up to limit_s; a rank still running then is a hang."""
@@ -142,7 +160,7 @@ class Job:
                 self.hung.append(rank)
                 proc.kill()
                 out, _ = proc.communicate()
-            for line in out.splitlines():
+            for line in self.early.get(rank, []) + out.splitlines():
                 self.output.append(f"[{rank}] {line}")
                 m = RESULT.match(line)
                 if m:
@@ -347,11 +365,14 @@ def case_idle(args, hosts):
     timeout_ms, keepalive_ms, idle_ms = 60000, 3000, 7000
     for trial in range(max(1, args.trials // 10)):
         victim = 1 + trial % (hosts.n - 1)
-        procs = hosts.launch(args.build, ["idle", str(1 << 16), str(idle_ms)], timeout_ms, next_port(),
-                             extra_env={"CIUIC_KEEPALIVE_MS": str(keepalive_ms)})
-        time.sleep(1.5)  # the first all-reduce is done; every connection is idle now
+        job = Job(hosts.launch(args.build, ["idle", str(1 << 16), str(idle_ms)], timeout_ms, next_port(),
+                               extra_env={"CIUIC_KEEPALIVE_MS": str(keepalive_ms)}))
+        # Every rank finished the first all-reduce: every connection is idle now.
+        if not job.wait_for_line("IDLE", 60):
+            case.fail(f"trial {trial}: the first all-reduce did not finish on every rank", job.wait(30))
+            continue
         hosts.set_link(victim, False)
-        job = Job(procs).wait(idle_ms / 1000 + keepalive_ms / 1000 + 20)
+        job.wait(idle_ms / 1000 + keepalive_ms / 1000 + 20)
         hosts.set_link(victim, True)
         case.trials += 1
         # The second all-reduce starts idle_ms after the first; keepalive has failed the
