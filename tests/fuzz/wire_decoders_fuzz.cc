@@ -1,6 +1,7 @@
 // Every decoder of bytes that arrive from the network or from another process: the TCP
-// transport's handle, stripe hello and frame header, the bootstrap store's join payload
-// and request/reply headers, the unique id, addresses. The first byte picks the decoder;
+// transport's handle, stripe hello and frame header, the ibverbs transport's handle,
+// connection record and side-channel header, the bootstrap store's join payload and
+// request/reply headers, the unique id, addresses. The first byte picks the decoder;
 // whatever the rest is, a decoder must return an error or a value within its bounds.
 #include <cstddef>
 #include <cstdint>
@@ -11,6 +12,7 @@
 #include "base/net.h"
 #include "core/bootstrap.h"
 #include "core/store_protocol.h"
+#include "transports/ibverbs/ib_wire.h"
 #include "transports/tcp/tcp_wire.h"
 
 namespace {
@@ -33,7 +35,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const uint8_t which = data[0];
   ++data;
   --size;
-  switch (which % 8) {
+  switch (which % 11) {
     case 0: {
       transport::ConnectHandle handle;
       fixed(data, size, handle.bytes);
@@ -88,6 +90,26 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       }
       net::SocketAddress address;
       (void)net::parse_address(std::string_view(reinterpret_cast<const char*>(data), size), 1234, &address);
+      break;
+    }
+    case 8: {
+      transport::ConnectHandle handle;
+      fixed(data, size, handle.bytes);
+      transport::ib::HandleContents contents;
+      (void)transport::ib::decode_handle(handle, &contents);
+      break;
+    }
+    case 9: {
+      transport::ib::ConnRecord record;
+      (void)transport::ib::decode_record(data, size, &record);
+      break;
+    }
+    case 10: {
+      uint8_t header[transport::ib::kSideHeaderBytes];
+      fixed(data, size, header);
+      transport::ib::SideFrame type;
+      uint32_t length = 0;
+      (void)transport::ib::decode_side_header(header, &type, &length);
       break;
     }
     default: {
