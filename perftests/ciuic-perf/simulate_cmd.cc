@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "base/config.h"
 #include "coll/algorithms.h"
 #include "coll/cost_model.h"
 #include "coll/tuner.h"
@@ -37,7 +38,8 @@ bool collective_named(const std::string& name, coll::Collective* out) {
 double bus_factor(coll::Collective c, int n) {
   const double nd = n;
   if (c == coll::Collective::kAllreduce) return 2 * (nd - 1) / nd;
-  if (c == coll::Collective::kAllgather || c == coll::Collective::kReduceScatter || c == coll::Collective::kAlltoall)
+  if (c == coll::Collective::kAllgather || c == coll::Collective::kReduceScatter ||
+      c == coll::Collective::kAlltoall)
     return (nd - 1) / nd;
   return 1;
 }
@@ -49,8 +51,8 @@ coll::CollectiveArgs args_for(coll::Collective c, const Options& o, size_t bytes
   a.datatype = o.datatype;
   a.op = o.op;
   const size_t elem = reduce::datatype_size(o.datatype);
-  const bool per_rank =
-      c == coll::Collective::kAllgather || c == coll::Collective::kReduceScatter || c == coll::Collective::kAlltoall;
+  const bool per_rank = c == coll::Collective::kAllgather ||
+                        c == coll::Collective::kReduceScatter || c == coll::Collective::kAlltoall;
   a.count = bytes / elem / (per_rank ? static_cast<size_t>(o.nranks) : 1);
   a.chunk_bytes = 256 << 10;
   return a;
@@ -58,10 +60,13 @@ coll::CollectiveArgs args_for(coll::Collective c, const Options& o, size_t bytes
 
 void print_model(const coll::Topology& t) {
   const coll::CostParams& p = t.params();
-  std::printf("# model: alpha %.1f us per message, %.1f us per hop, links %.0f MB/s, local %.0f MB/s, reduce %.0f MB/s"
-              " (CIUIC_NET_ALPHA_NS, CIUIC_NET_HOP_NS, CIUIC_NET_MBPS, CIUIC_LOCAL_MBPS, CIUIC_REDUCE_MBPS)\n",
-              p.alpha_s * 1e6, p.hop_latency_s * 1e6, p.link_bytes_per_s / 1e6, p.local_bytes_per_s / 1e6,
-              1e-6 / p.gamma_s_per_byte);
+  std::printf(
+      "# model: alpha %.1f us per message, %.1f us per hop, links %.0f MB/s, local %.0f MB/s, "
+      "reduce %.0f MB/s"
+      " (CIUIC_NET_ALPHA_NS, CIUIC_NET_HOP_NS, CIUIC_NET_MBPS, CIUIC_LOCAL_MBPS, "
+      "CIUIC_REDUCE_MBPS)\n",
+      p.alpha_s * 1e6, p.hop_latency_s * 1e6, p.link_bytes_per_s / 1e6, p.local_bytes_per_s / 1e6,
+      1e-6 / p.gamma_s_per_byte);
 }
 
 std::vector<size_t> sizes(const Options& o) {
@@ -88,31 +93,30 @@ int run_simulate(const Options& o) {
     return 2;
   }
   const bool tuned = o.algo.empty() || o.algo == "auto";
-  std::printf("# ciuic-perf simulate: %d ranks, topology %s, %s %s, algorithm %s%s\n", o.nranks, t.describe().c_str(),
-              o.collective.c_str(), reduce::datatype_name(o.datatype), tuned ? "auto (the tuner's choice)" : o.algo.c_str(),
+  config::set_override("CIUIC_TOPOLOGY", o.topology);
+  std::printf("# ciuic-perf simulate: %d ranks, topology %s, %s %s, algorithm %s%s\n", o.nranks,
+              t.describe().c_str(), o.collective.c_str(), reduce::datatype_name(o.datatype),
+              tuned ? "auto (the tuner's choice)" : o.algo.c_str(),
               o.exact ? ", event-driven run of the schedules" : ", round model");
   print_model(t);
-  std::printf("# %12s %12s %8s %20s %12s %10s %10s %20s %12s %8s\n", "size", "count", "type", "algorithm", "time(us)",
-              "algbw", "busbw", "best", "best(us)", "vs best");
-  for (size_t bytes : sizes(o)) {
-    coll::CollectiveArgs a = args_for(c, o, bytes);
+  std::printf("# %12s %12s %8s %20s %12s %10s %10s %20s %12s %8s\n", "size", "count", "type",
+              "algorithm", "time(us)", "algbw", "busbw", "best", "best(us)", "vs best");
+  for (size_t requested : sizes(o)) {
+    coll::CollectiveArgs a = args_for(c, o, requested);
+    // What the count covers (all-gather / reduce-scatter: whole elements per rank).
+    const size_t bytes = a.count * reduce::datatype_size(o.datatype) *
+                         (c == coll::Collective::kAllgather || c == coll::Collective::kReduceScatter ||
+                                  c == coll::Collective::kAlltoall
+                              ? static_cast<size_t>(o.nranks)
+                              : 1);
     const std::vector<coll::Prediction> ranked = coll::rank_algorithms(a, t);
     if (ranked.empty()) {
-      std::fprintf(stderr, "ciuic-perf simulate: no algorithm the model knows for %s\n", o.collective.c_str());
+      std::fprintf(stderr, "ciuic-perf simulate: no algorithm the model knows for %s\n",
+                   o.collective.c_str());
       return 2;
     }
     std::string algorithm = o.algo;
-    if (tuned) {
-      // The tuner's decision for the size bucket, taken on this topology.
-      const coll::Prediction* best_of_bucket = nullptr;
-      coll::CollectiveArgs bucket = a;
-      size_t b = 1;
-      while (b < bytes) b <<= 1;
-      bucket = args_for(c, o, b);
-      const std::vector<coll::Prediction> at_bucket = coll::rank_algorithms(bucket, t);
-      if (!at_bucket.empty()) best_of_bucket = &at_bucket.front();
-      algorithm = best_of_bucket != nullptr ? best_of_bucket->algorithm : ranked.front().algorithm;
-    }
+    if (tuned) algorithm = coll::default_algorithm(a);  // the tuner itself, on --topo
     double seconds = coll::predict_time(c, algorithm, bytes, t, a.chunk_bytes);
     if (o.exact) {
       std::vector<coll::Schedule> schedules(static_cast<size_t>(o.nranks));
@@ -129,13 +133,15 @@ int run_simulate(const Options& o) {
       }
     }
     if (seconds < 0) {
-      std::fprintf(stderr, "ciuic-perf simulate: the model has no %s for %s\n", algorithm.c_str(), o.collective.c_str());
+      std::fprintf(stderr, "ciuic-perf simulate: the model has no %s for %s\n", algorithm.c_str(),
+                   o.collective.c_str());
       return 2;
     }
     const double algbw = seconds > 0 ? static_cast<double>(bytes) / seconds / 1e9 : 0;
     std::printf("  %12zu %12zu %8s %20s %12.2f %10.3f %10.3f %20s %12.2f %8.3f\n", bytes, a.count,
-                reduce::datatype_name(o.datatype), algorithm.c_str(), seconds * 1e6, algbw, algbw * bus_factor(c, o.nranks),
-                ranked.front().algorithm.c_str(), ranked.front().seconds * 1e6,
+                reduce::datatype_name(o.datatype), algorithm.c_str(), seconds * 1e6, algbw,
+                algbw * bus_factor(c, o.nranks), ranked.front().algorithm.c_str(),
+                ranked.front().seconds * 1e6,
                 ranked.front().seconds > 0 ? seconds / ranked.front().seconds : 1.0);
   }
   return 0;
@@ -148,8 +154,10 @@ int run_tune(const Options& o) {
     std::fprintf(stderr, "ciuic-perf tune: %s\n", s.message().c_str());
     return 2;
   }
-  std::printf("# ciuic-perf tune: %d ranks, topology %s, %s; predicted time (us) of every candidate, * = chosen\n",
-              o.nranks, t.describe().c_str(), reduce::datatype_name(o.datatype));
+  std::printf(
+      "# ciuic-perf tune: %d ranks, topology %s, %s; predicted time (us) of every candidate, * = "
+      "chosen\n",
+      o.nranks, t.describe().c_str(), reduce::datatype_name(o.datatype));
   print_model(t);
   for (const Known& k : kCollectives) {
     if (!o.collective_given.empty() && o.collective_given != k.name) continue;
@@ -161,7 +169,8 @@ int run_tune(const Options& o) {
     for (const std::string& n : names) std::printf(" %14s", n.c_str());
     std::printf("\n");
     for (size_t bytes : sizes(o)) {
-      const std::vector<coll::Prediction> ranked = coll::rank_algorithms(args_for(k.collective, o, bytes), t);
+      const std::vector<coll::Prediction> ranked =
+          coll::rank_algorithms(args_for(k.collective, o, bytes), t);
       if (ranked.empty()) continue;
       std::printf("  %12zu %20s", bytes, ranked.front().algorithm.c_str());
       for (const std::string& n : names) {

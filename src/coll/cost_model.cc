@@ -29,8 +29,8 @@ Status Topology::parse(std::string_view text, int nranks, const CostParams& para
     t.kind_ = Kind::kNodes;
     int64_t nodes = 0;
     if (!config::parse_int(spec.substr(6), &nodes) || nodes < 1 || nranks % nodes != 0)
-      return invalid_argument("topology '" + spec + "': want nodes:N with N dividing the " + std::to_string(nranks) +
-                              " ranks");
+      return invalid_argument("topology '" + spec + "': want nodes:N with N dividing the " +
+                              std::to_string(nranks) + " ranks");
     t.local_ = nranks / static_cast<int>(nodes);
   } else {
     return invalid_argument("topology '" + spec + "': want flat, torus:AxBxC or nodes:N");
@@ -41,10 +41,13 @@ Status Topology::parse(std::string_view text, int nranks, const CostParams& para
 
 std::string Topology::describe() const {
   switch (kind_) {
-    case Kind::kFlat: return "flat";
+    case Kind::kFlat:
+      return "flat";
     case Kind::kTorus:
-      return "torus:" + std::to_string(dims_[0]) + "x" + std::to_string(dims_[1]) + "x" + std::to_string(dims_[2]);
-    case Kind::kNodes: return "nodes:" + std::to_string(nranks_ / local_);
+      return "torus:" + std::to_string(dims_[0]) + "x" + std::to_string(dims_[1]) + "x" +
+             std::to_string(dims_[2]);
+    case Kind::kNodes:
+      return "nodes:" + std::to_string(nranks_ / local_);
   }
   return "?";
 }
@@ -54,9 +57,12 @@ std::string Topology::describe() const {
 // link out (r) and in (n + r), node k's NIC out (2n + k) and in (2n + nodes + k).
 int Topology::num_links() const {
   switch (kind_) {
-    case Kind::kFlat: return 2 * nranks_;
-    case Kind::kTorus: return 6 * nranks_;
-    case Kind::kNodes: return 2 * nranks_ + 2 * (nranks_ / local_);
+    case Kind::kFlat:
+      return 2 * nranks_;
+    case Kind::kTorus:
+      return 6 * nranks_;
+    case Kind::kNodes:
+      return 2 * nranks_ + 2 * (nranks_ / local_);
   }
   return 0;
 }
@@ -120,7 +126,8 @@ struct Flow {
 // slowest of the three.
 class RoundCost {
  public:
-  RoundCost(const Topology& t, double chunk) : t_(t), chunk_(chunk), load_(static_cast<size_t>(t.num_links()), 0.0) {}
+  RoundCost(const Topology& t, double chunk)
+      : t_(t), chunk_(chunk), load_(static_cast<size_t>(t.num_links()), 0.0) {}
 
   struct Parts {
     double fixed = 0;   // alpha + hop latency of the longest route
@@ -157,7 +164,9 @@ class RoundCost {
     out.period = std::max({p.alpha_s, tc, rc});
     return out;
   }
-  double operator()(const std::vector<Flow>& flows, double reduce_bytes) { return parts(flows, reduce_bytes).whole(); }
+  double operator()(const std::vector<Flow>& flows, double reduce_bytes) {
+    return parts(flows, reduce_bytes).whole();
+  }
 
  private:
   const Topology& t_;
@@ -179,7 +188,8 @@ std::vector<Flow> fold_flows(int n, double bytes, bool back) {
   std::vector<Flow> flows;
   int p = 1;
   while (p * 2 <= n) p *= 2;
-  for (int i = 0; i < n - p; ++i) flows.push_back(back ? Flow{2 * i + 1, 2 * i, bytes} : Flow{2 * i, 2 * i + 1, bytes});
+  for (int i = 0; i < n - p; ++i)
+    flows.push_back(back ? Flow{2 * i + 1, 2 * i, bytes} : Flow{2 * i, 2 * i + 1, bytes});
   return flows;
 }
 
@@ -202,8 +212,9 @@ std::vector<Flow> tree_flows(int n, bool rooted, bool up, double bytes, int* dep
   *depth = 1;
   for (int which = 0; which < 2; ++which) {
     auto to_rank = [&](int index) { return rooted ? index + 1 : index; };
-    if (rooted && m >= 1) flows.push_back(up ? Flow{to_rank(tree_index(which, 0, m)), 0, bytes}
-                                             : Flow{0, to_rank(tree_index(which, 0, m)), bytes});
+    if (rooted && m >= 1)
+      flows.push_back(up ? Flow{to_rank(tree_index(which, 0, m)), 0, bytes}
+                         : Flow{0, to_rank(tree_index(which, 0, m)), bytes});
     for (int label = 0; label < m; ++label) {
       const TreeNode node = binary_tree_node(label, m);
       const int me = to_rank(tree_index(which, label, m));
@@ -237,16 +248,19 @@ double ceil_div(double a, double b) { return b <= 0 ? 1 : std::max(1.0, std::cei
 
 }  // namespace
 
-double predict_time(Collective c, std::string_view algorithm, size_t bytes_total, const Topology& t, size_t chunk) {
+double predict_time(Collective c, std::string_view algorithm, size_t bytes_total, const Topology& t,
+                    size_t chunk) {
   const int n = t.nranks();
-  const double S = static_cast<double>(bytes_total), C = static_cast<double>(std::max<size_t>(chunk, 1));
+  const double S = static_cast<double>(bytes_total),
+               C = static_cast<double>(std::max<size_t>(chunk, 1));
   if (n == 1) return t.params().gamma_s_per_byte * S / 2;  // a local copy
   RoundCost round(t, C);
   int p = 1;
   while (p * 2 <= n) p *= 2;
   const bool folded = p != n;
   const std::string a(algorithm);
-  const bool reduces = c == Collective::kAllreduce || c == Collective::kReduceScatter || c == Collective::kReduce;
+  const bool reduces =
+      c == Collective::kAllreduce || c == Collective::kReduceScatter || c == Collective::kReduce;
   if (a == "ring") {
     const double seg = S / n;
     const std::vector<Flow> flows = shifted(n, 1, seg);
@@ -265,8 +279,9 @@ double predict_time(Collective c, std::string_view algorithm, size_t bytes_total
     // Reduce-scatter halves what is left each round; all-gather doubles it back.
     const double whole = S;
     double time = 0;
-    if (folded) time += c == Collective::kAllgather ? round(fold_flows(n, whole / n, false), 0)
-                                                    : round(fold_flows(n, whole, false), whole);
+    if (folded)
+      time += c == Collective::kAllgather ? round(fold_flows(n, whole / n, false), 0)
+                                          : round(fold_flows(n, whole, false), whole);
     if (c != Collective::kAllgather) {
       double part = whole;
       for (int mask = p / 2; mask >= 1; mask /= 2) {
@@ -281,7 +296,8 @@ double predict_time(Collective c, std::string_view algorithm, size_t bytes_total
         part *= 2;
       }
     }
-    if (folded) time += round(fold_flows(n, c == Collective::kReduceScatter ? whole / n : whole, true), 0);
+    if (folded)
+      time += round(fold_flows(n, c == Collective::kReduceScatter ? whole / n : whole, true), 0);
     return c == Collective::kReduce || c == Collective::kBroadcast ? -1 : time;
   }
   if (a == "tree") {
@@ -294,12 +310,14 @@ double predict_time(Collective c, std::string_view algorithm, size_t bytes_total
       const std::vector<Flow> down = tree_flows(n, false, false, ch, &depth);
       std::vector<Flow> both = up;
       both.insert(both.end(), down.begin(), down.end());
-      const auto u = round.parts(up, 2 * ch), d = round.parts(down, 0), b = round.parts(both, 2 * ch);
+      const auto u = round.parts(up, 2 * ch), d = round.parts(down, 0),
+                 b = round.parts(both, 2 * ch);
       return depth * (u.fixed + u.first + d.fixed + d.first) + (k - 1) * b.chunks * b.period;
     }
     if (c == Collective::kBroadcast || c == Collective::kReduce) {
       const double ch = std::min(C, S / 2), k = ceil_div(S / 2, C);
-      const auto f = round.parts(tree_flows(n, true, c == Collective::kReduce, ch, &depth), reduces ? 2 * ch : 0);
+      const auto f = round.parts(tree_flows(n, true, c == Collective::kReduce, ch, &depth),
+                                 reduces ? 2 * ch : 0);
       return depth * (f.fixed + f.first) + (k - 1) * f.chunks * f.period;
     }
     return -1;
@@ -421,8 +439,8 @@ Status simulate_time(const std::vector<Schedule>& schedules, const Topology& t, 
       rs.missing[i] = step.dep_count;
       if (step.kind != StepKind::kSend && step.kind != StepKind::kRecv) continue;
       if (step.peer < 0 || step.peer >= n || step.peer == r)
-        return internal_error("simulate_time: rank " + std::to_string(r) + " step " + std::to_string(i) +
-                              " names peer " + std::to_string(step.peer));
+        return internal_error("simulate_time: rank " + std::to_string(r) + " step " +
+                              std::to_string(i) + " names peer " + std::to_string(step.peer));
       const bool is_send = step.kind == StepKind::kSend;
       int& lane = is_send ? send_lane[step.peer] : recv_lane[r][step.peer];
       if (lane < 0) {
@@ -436,7 +454,8 @@ Status simulate_time(const std::vector<Schedule>& schedules, const Topology& t, 
       rs.lane_of[i] = static_cast<uint32_t>(lane);
     }
     if (s.steps.size() != s.dependents_begin.size() - 1 && !s.steps.empty())
-      return invalid_argument("simulate_time: rank " + std::to_string(r) + "'s schedule was not finalized");
+      return invalid_argument("simulate_time: rank " + std::to_string(r) +
+                              "'s schedule was not finalized");
     for (uint32_t i = 0; i < m; ++i)
       if (rs.missing[i] == 0) push(0.0, r, i);
   }
@@ -495,13 +514,14 @@ Status simulate_time(const std::vector<Schedule>& schedules, const Topology& t, 
         RankState& peer = st[step.peer];
         const int in_lane = recv_lane[step.peer][e.rank];
         if (in_lane < 0)
-          return internal_error("simulate_time: rank " + std::to_string(step.peer) + " never receives from rank " +
-                                std::to_string(e.rank));
+          return internal_error("simulate_time: rank " + std::to_string(step.peer) +
+                                " never receives from rank " + std::to_string(e.rank));
         peer.arrivals[in_lane].push_back(arrival);
         const Lane& pl = peer.lanes[in_lane];
         if (pl.next < pl.steps.size() && pl.next == peer.arrivals[in_lane].size() - 1) {
           const uint32_t waiting = pl.steps[pl.next];
-          if (peer.waiting[waiting]) push(std::max(arrival, peer.ready_at[waiting]), step.peer, waiting);
+          if (peer.waiting[waiting])
+            push(std::max(arrival, peer.ready_at[waiting]), step.peer, waiting);
         }
         advance_lane(e.rank, e.step, posted);
         complete(e.rank, e.step, left);
@@ -516,14 +536,16 @@ Status simulate_time(const std::vector<Schedule>& schedules, const Topology& t, 
       }
       continue;
     }
-    const double cost = static_cast<double>(step.bytes) * p.gamma_s_per_byte * (step.kind == StepKind::kReduce ? 1.0 : 0.5);
+    const double cost = static_cast<double>(step.bytes) * p.gamma_s_per_byte *
+                        (step.kind == StepKind::kReduce ? 1.0 : 0.5);
     const double start = std::max(e.time, rs.cpu_free);
     rs.cpu_free = start + cost;
     complete(e.rank, e.step, start + cost);
   }
   for (int r = 0; r < n; ++r)
     if (st[r].finished != schedules[r].steps.size())
-      return internal_error("simulate_time: rank " + std::to_string(r) + " never finishes (a deadlock: check it with "
+      return internal_error("simulate_time: rank " + std::to_string(r) +
+                            " never finishes (a deadlock: check it with "
                             "simulate_dataflow)");
   *seconds = last;
   return Status::Ok();

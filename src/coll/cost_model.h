@@ -27,11 +27,11 @@
 namespace ciuic::coll {
 
 struct CostParams {
-  double alpha_s = 20e-6;           // per message, at the sender: software and NIC overhead
-  double hop_latency_s = 1e-6;      // per link crossed
-  double link_bytes_per_s = 12.5e9; // each network link (flat: each NIC, each direction)
-  double local_bytes_per_s = 50e9;  // inside a node (nodes:N), per rank and direction
-  double gamma_s_per_byte = 0.1e-9; // reducing one byte (about 10 GB/s)
+  double alpha_s = 20e-6;            // per message, at the sender: software and NIC overhead
+  double hop_latency_s = 1e-6;       // per link crossed
+  double link_bytes_per_s = 12.5e9;  // each network link (flat: each NIC, each direction)
+  double local_bytes_per_s = 50e9;   // inside a node (nodes:N), per rank and direction
+  double gamma_s_per_byte = 0.1e-9;  // reducing one byte (about 10 GB/s)
 };
 
 class Topology {
@@ -63,8 +63,8 @@ class Topology {
 // Predicted seconds for one collective of `bytes` (nccl-tests' size: all-gather the
 // output, reduce-scatter the input) with `algorithm` on `topology`, or a negative value
 // when the model does not know the algorithm. chunk_bytes is the pipelining chunk.
-double predict_time(Collective collective, std::string_view algorithm, size_t bytes, const Topology& topology,
-                    size_t chunk_bytes);
+double predict_time(Collective collective, std::string_view algorithm, size_t bytes,
+                    const Topology& topology, size_t chunk_bytes);
 
 // Runs schedules[r] for every rank r on `topology` (no data moves) and returns the time
 // the last rank finishes. Messages match as in simulate_dataflow; a send is posted alpha
@@ -72,6 +72,7 @@ double predict_time(Collective collective, std::string_view algorithm, size_t by
 // links one after another, each for bytes/bandwidth once free (switches buffer); the
 // receiver has it hop latencies after the last link. Reductions cost gamma per
 // byte on their rank, copies half that, one at a time per rank.
-Status simulate_time(const std::vector<Schedule>& schedules, const Topology& topology, double* seconds);
+Status simulate_time(const std::vector<Schedule>& schedules, const Topology& topology,
+                     double* seconds);
 
 }  // namespace ciuic::coll

@@ -21,7 +21,7 @@ namespace {
 struct Fold {
   int pow2 = 1;
   int rem = 0;
-  int vrank = -1;  // -1: this rank sits the rounds out
+  int vrank = -1;            // -1: this rank sits the rounds out
   bool odd_partner = false;  // this rank folds its even neighbour in
   int real(int v) const { return v < rem ? 2 * v + 1 : v + rem; }
 };
@@ -73,17 +73,19 @@ void send_values(Schedule* s, Accumulator* acc, int peer, Range range, size_t ch
   for (const Range& ch : chunks_of(range, chunk, elem)) {
     if (acc->fresh) {
       acc->input_readers.push_back(s->add(send_step(peer, at(acc->input, ch.offset), ch.bytes)));
-      if (acc->input == acc->buffer && acc->base == 0) acc->ledger.read(ch, acc->input_readers.back());
+      if (acc->input == acc->buffer && acc->base == 0)
+        acc->ledger.read(ch, acc->input_readers.back());
     } else {
-      const uint32_t sent = s->add(send_step(peer, acc->at_byte(ch.offset), ch.bytes), acc->ledger.before_read(ch));
+      const uint32_t sent =
+          s->add(send_step(peer, acc->at_byte(ch.offset), ch.bytes), acc->ledger.before_read(ch));
       acc->ledger.read(ch, sent);
     }
   }
 }
 
 // Receives `range` from `peer` chunk by chunk and folds it into the accumulator.
-void receive_and_reduce(Schedule* s, Accumulator* acc, ScratchPool* pool, int peer, Range range, size_t chunk,
-                        size_t elem) {
+void receive_and_reduce(Schedule* s, Accumulator* acc, ScratchPool* pool, int peer, Range range,
+                        size_t chunk, size_t elem) {
   for (const Range& ch : chunks_of(range, chunk, elem)) {
     std::vector<uint32_t> deps;
     const BufferRange slot = pool->acquire(&deps);
@@ -100,8 +102,8 @@ void receive_and_reduce(Schedule* s, Accumulator* acc, ScratchPool* pool, int pe
 
 // Reduce-scatter by recursive halving among the virtual ranks: afterwards virtual rank v
 // holds blocks[v] fully reduced in the accumulator.
-void recursive_halving(Schedule* s, const Fold& f, const std::vector<Range>& blocks, Accumulator* acc,
-                       ScratchPool* pool, size_t chunk, size_t elem) {
+void recursive_halving(Schedule* s, const Fold& f, const std::vector<Range>& blocks,
+                       Accumulator* acc, ScratchPool* pool, size_t chunk, size_t elem) {
   int lo = 0, hi = f.pow2;
   for (int mask = f.pow2 / 2; mask >= 1; mask /= 2) {
     const int partner = f.real(f.vrank ^ mask);
@@ -112,14 +114,17 @@ void recursive_halving(Schedule* s, const Fold& f, const std::vector<Range>& blo
     send_values(s, acc, partner, give, chunk, elem);
     receive_and_reduce(s, acc, pool, partner, keep, chunk, elem);
     acc->fresh = false;
-    if (upper) lo = mid; else hi = mid;
+    if (upper)
+      lo = mid;
+    else
+      hi = mid;
   }
 }
 
 // All-gather by recursive doubling among the virtual ranks, in `buffer` (whose ledger
 // knows what wrote blocks[v]): afterwards every block is there.
-void recursive_doubling_gather(Schedule* s, const Fold& f, const std::vector<Range>& blocks, Buffer buffer,
-                               ByteLedger* ledger, size_t chunk, size_t elem) {
+void recursive_doubling_gather(Schedule* s, const Fold& f, const std::vector<Range>& blocks,
+                               Buffer buffer, ByteLedger* ledger, size_t chunk, size_t elem) {
   int lo = f.vrank, hi = f.vrank + 1;
   for (int mask = 1; mask < f.pow2; mask *= 2) {
     const int partner = f.real(f.vrank ^ mask);
@@ -127,11 +132,13 @@ void recursive_doubling_gather(Schedule* s, const Fold& f, const std::vector<Ran
     const bool upper = (f.vrank & mask) != 0;
     const int plo = upper ? lo - width : hi, phi = plo + width;
     for (const Range& ch : chunks_of(span(blocks, lo, hi), chunk, elem)) {
-      const uint32_t sent = s->add(send_step(partner, at(buffer, ch.offset), ch.bytes), ledger->before_read(ch));
+      const uint32_t sent =
+          s->add(send_step(partner, at(buffer, ch.offset), ch.bytes), ledger->before_read(ch));
       ledger->read(ch, sent);
     }
     for (const Range& ch : chunks_of(span(blocks, plo, phi), chunk, elem))
-      ledger->write(ch, s->add(recv_step(partner, at(buffer, ch.offset), ch.bytes), ledger->before_write(ch)));
+      ledger->write(ch, s->add(recv_step(partner, at(buffer, ch.offset), ch.bytes),
+                               ledger->before_write(ch)));
     lo = std::min(lo, plo);
     hi = std::max(hi, phi);
   }
@@ -148,8 +155,8 @@ size_t slot_bytes(const Fold& f, const std::vector<Range>& blocks, size_t chunk,
   return std::min(whole_elements(chunk, elem), largest);
 }
 
-std::vector<uint32_t> sends_of(Schedule* s, int peer, Buffer b, Range range, size_t chunk, size_t elem,
-                               const std::vector<uint32_t>& deps) {
+std::vector<uint32_t> sends_of(Schedule* s, int peer, Buffer b, Range range, size_t chunk,
+                               size_t elem, const std::vector<uint32_t>& deps) {
   std::vector<uint32_t> out;
   for (const Range& ch : chunks_of(range, chunk, elem))
     out.push_back(s->add(send_step(peer, at(b, ch.offset), ch.bytes), deps));
@@ -164,14 +171,16 @@ Status build_rabenseifner_allreduce(const CollectiveArgs& a, Schedule* s) {
   const int n = a.nranks;
   const Buffer in = a.in_place ? Buffer::kRecv : Buffer::kSend;
   if (n == 1 || bytes == 0) {
-    if (!a.in_place && bytes > 0) s->add(copy_step(at(Buffer::kRecv, 0), at(Buffer::kSend, 0), bytes));
+    if (!a.in_place && bytes > 0)
+      s->add(copy_step(at(Buffer::kRecv, 0), at(Buffer::kSend, 0), bytes));
     return Status::Ok();
   }
   const size_t chunk = a.chunk_bytes;
   const Fold f = fold_for(a.rank, n);
   if (f.vrank < 0) {
     // The result lands where an in-place input is read from: receive after sending.
-    const std::vector<uint32_t> sent = sends_of(s, a.rank + 1, in, Range{0, bytes}, chunk, elem, {});
+    const std::vector<uint32_t> sent =
+        sends_of(s, a.rank + 1, in, Range{0, bytes}, chunk, elem, {});
     for (const Range& ch : chunks_of(Range{0, bytes}, chunk, elem))
       s->add(recv_step(a.rank + 1, at(Buffer::kRecv, ch.offset), ch.bytes), sent);
     return Status::Ok();
@@ -186,11 +195,13 @@ Status build_rabenseifner_allreduce(const CollectiveArgs& a, Schedule* s) {
   recursive_halving(s, f, blocks, &acc, &pool, chunk, elem);
   if (a.op == CIUIC_AVG)
     for (const Range& ch : chunks_of(blocks[f.vrank], chunk, elem))
-      acc.ledger.write(ch, s->add(average_step(at(Buffer::kRecv, ch.offset), ch.bytes), acc.ledger.before_write(ch)));
+      acc.ledger.write(ch, s->add(average_step(at(Buffer::kRecv, ch.offset), ch.bytes),
+                                  acc.ledger.before_write(ch)));
   recursive_doubling_gather(s, f, blocks, Buffer::kRecv, &acc.ledger, chunk, elem);
   if (f.odd_partner)
     for (const Range& ch : chunks_of(Range{0, bytes}, chunk, elem))
-      s->add(send_step(a.rank - 1, at(Buffer::kRecv, ch.offset), ch.bytes), acc.ledger.before_read(ch));
+      s->add(send_step(a.rank - 1, at(Buffer::kRecv, ch.offset), ch.bytes),
+             acc.ledger.before_read(ch));
   s->scratch_bytes = pool.end_offset();
   return Status::Ok();
 }
@@ -229,17 +240,20 @@ Status build_rabenseifner_reduce_scatter(const CollectiveArgs& a, Schedule* s) {
   recursive_halving(s, f, blocks, &acc, &pool, chunk, elem);
   if (a.op == CIUIC_AVG)
     for (const Range& ch : chunks_of(blocks[f.vrank], chunk, elem))
-      acc.ledger.write(ch, s->add(average_step(acc.at_byte(ch.offset), ch.bytes), acc.ledger.before_write(ch)));
+      acc.ledger.write(
+          ch, s->add(average_step(acc.at_byte(ch.offset), ch.bytes), acc.ledger.before_write(ch)));
   if (f.odd_partner) {
     const Range theirs{static_cast<size_t>(r - 1) * block, block};
     for (const Range& ch : chunks_of(theirs, chunk, elem))
-      acc.ledger.read(ch, s->add(send_step(r - 1, acc.at_byte(ch.offset), ch.bytes), acc.ledger.before_read(ch)));
+      acc.ledger.read(ch, s->add(send_step(r - 1, acc.at_byte(ch.offset), ch.bytes),
+                                 acc.ledger.before_read(ch)));
   }
   // The result's bytes may be input bytes (in place): copy once nothing reads the input.
   for (const Range& ch : chunks_of(mine, chunk, elem)) {
     std::vector<uint32_t> deps = acc.ledger.before_read(ch);
     deps.insert(deps.end(), acc.input_readers.begin(), acc.input_readers.end());
-    s->add(copy_step(at(Buffer::kRecv, ch.offset - mine.offset), acc.at_byte(ch.offset), ch.bytes), deps);
+    s->add(copy_step(at(Buffer::kRecv, ch.offset - mine.offset), acc.at_byte(ch.offset), ch.bytes),
+           deps);
   }
   s->scratch_bytes = pool.end_offset();
   return Status::Ok();
@@ -253,15 +267,18 @@ Status build_rabenseifner_allgather(const CollectiveArgs& a, Schedule* s) {
   const Range mine{static_cast<size_t>(r) * block, block};
   ByteLedger ledger;  // recvbuf
   if (!a.in_place && block > 0)
-    ledger.write(mine, s->add(copy_step(at(Buffer::kRecv, mine.offset), at(Buffer::kSend, 0), block)));
+    ledger.write(mine,
+                 s->add(copy_step(at(Buffer::kRecv, mine.offset), at(Buffer::kSend, 0), block)));
   if (n == 1 || block == 0) return Status::Ok();
   const size_t chunk = a.chunk_bytes;
   const Fold f = fold_for(r, n);
   if (f.vrank < 0) {
     // Hand our block over, get back everyone else's (the bytes around ours).
     for (const Range& ch : chunks_of(mine, chunk, elem))
-      ledger.read(ch, s->add(send_step(r + 1, at(Buffer::kRecv, ch.offset), ch.bytes), ledger.before_read(ch)));
-    for (const Range& part : {Range{0, mine.offset}, Range{mine.offset + block, total - mine.offset - block}})
+      ledger.read(ch, s->add(send_step(r + 1, at(Buffer::kRecv, ch.offset), ch.bytes),
+                             ledger.before_read(ch)));
+    for (const Range& part :
+         {Range{0, mine.offset}, Range{mine.offset + block, total - mine.offset - block}})
       for (const Range& ch : chunks_of(part, chunk, elem))
         s->add(recv_step(r + 1, at(Buffer::kRecv, ch.offset), ch.bytes));
     return Status::Ok();

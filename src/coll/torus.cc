@@ -64,9 +64,9 @@ Status parse_torus_dims(const std::string& text, int nranks, std::vector<int>* o
   int64_t product = 1;
   for (int d : *out) product *= d;
   if (product != nranks)
-    return invalid_argument("torus dimensions '" + text + "' hold " + std::to_string(product) + " ranks, but the " +
-                            "communicator has " + std::to_string(nranks) + ": set CIUIC_TORUS_DIMS to a grid of " +
-                            std::to_string(nranks));
+    return invalid_argument("torus dimensions '" + text + "' hold " + std::to_string(product) +
+                            " ranks, but the " + "communicator has " + std::to_string(nranks) +
+                            ": set CIUIC_TORUS_DIMS to a grid of " + std::to_string(nranks));
   while (out->size() < 3) out->push_back(1);
   return Status::Ok();
 }
@@ -158,7 +158,8 @@ void ring_reduce_scatter(Schedule* s, Accumulator* acc, ScratchPool* pool, const
         const BufferRange mine = current(acc, ch);
         std::vector<uint32_t> before = acc->ledger.before_write(ch);
         before.push_back(got);
-        const uint32_t red = s->add(reduce_step(at(acc->buffer, ch.offset), mine, slot, ch.bytes), before);
+        const uint32_t red =
+            s->add(reduce_step(at(acc->buffer, ch.offset), mine, slot, ch.bytes), before);
         if (mine.buffer == acc->input) acc->input_readers.push_back(red);
         acc->ledger.write(ch, red);
         pool->release(slot, red);
@@ -174,16 +175,19 @@ void ring_all_gather(Schedule* s, Buffer buffer, ByteLedger* ledger, const Ring&
   for (int step = 0; step < k - 1; ++step) {
     for (const Range& part : segs[wrap_rank(ring.pos + shift - step, k)])
       for (const Range& ch : chunks_of(part, chunk, elem))
-        ledger->read(ch, s->add(send_step(ring.next(), at(buffer, ch.offset), ch.bytes), ledger->before_read(ch)));
+        ledger->read(ch, s->add(send_step(ring.next(), at(buffer, ch.offset), ch.bytes),
+                                ledger->before_read(ch)));
     for (const Range& part : segs[wrap_rank(ring.pos + shift - step - 1, k)])
       for (const Range& ch : chunks_of(part, chunk, elem))
-        ledger->write(ch, s->add(recv_step(ring.prev(), at(buffer, ch.offset), ch.bytes), ledger->before_write(ch)));
+        ledger->write(ch, s->add(recv_step(ring.prev(), at(buffer, ch.offset), ch.bytes),
+                                 ledger->before_write(ch)));
   }
 }
 
 std::vector<Segment> split_segment(Range range, int parts, size_t elem) {
   std::vector<Segment> out;
-  for (const Range& r : split_even(range.bytes / elem, parts, elem)) out.push_back({Range{range.offset + r.offset, r.bytes}});
+  for (const Range& r : split_even(range.bytes / elem, parts, elem))
+    out.push_back({Range{range.offset + r.offset, r.bytes}});
   return out;
 }
 
@@ -191,15 +195,16 @@ std::vector<Segment> split_segment(Range range, int parts, size_t elem) {
 // is the blocks whose coordinate `dim` is j and whose coordinates above `dim` are this
 // rank's (those below vary: already gathered, or still to be scattered) — one contiguous
 // range — and direction `half` carries half of it.
-std::vector<Segment> block_segments(const std::vector<int>& dims, int rank, int dim, int half, size_t block,
-                                    size_t elem) {
+std::vector<Segment> block_segments(const std::vector<int>& dims, int rank, int dim, int half,
+                                    size_t block, size_t elem) {
   int below = 1;
   for (int d = 0; d < dim; ++d) below *= dims[d];
   const int group = below * dims[dim];
   const size_t base = static_cast<size_t>(rank / group * group);
   std::vector<Segment> segs(static_cast<size_t>(dims[dim]));
   for (int j = 0; j < dims[dim]; ++j) {
-    const Range whole{(base + static_cast<size_t>(j * below)) * block, static_cast<size_t>(below) * block};
+    const Range whole{(base + static_cast<size_t>(j * below)) * block,
+                      static_cast<size_t>(below) * block};
     const Range part = split_even(whole.bytes / elem, 2, elem)[half];
     segs[j] = {Range{whole.offset + part.offset, part.bytes}};
   }
@@ -217,7 +222,8 @@ std::vector<Segment> in_ring_order(std::vector<Segment> by_coordinate, bool back
 size_t largest_scratch_receive(const Schedule& s) {
   size_t largest = 0;
   for (const Step& st : s.steps)
-    if (st.kind == StepKind::kRecv && st.dst.buffer == Buffer::kScratch) largest = std::max(largest, st.bytes);
+    if (st.kind == StepKind::kRecv && st.dst.buffer == Buffer::kScratch)
+      largest = std::max(largest, st.bytes);
   return largest;
 }
 
@@ -259,7 +265,8 @@ Status torus_allreduce(const CollectiveArgs& a, size_t slot_bytes, Schedule* s) 
   CIUIC_RETURN_IF_ERROR(torus_dims_for(a, &dims));
   const Buffer in = a.in_place ? Buffer::kRecv : Buffer::kSend;
   if (n == 1 || bytes == 0) {
-    if (!a.in_place && bytes > 0) s->add(copy_step(at(Buffer::kRecv, 0), at(Buffer::kSend, 0), bytes));
+    if (!a.in_place && bytes > 0)
+      s->add(copy_step(at(Buffer::kRecv, 0), at(Buffer::kSend, 0), bytes));
     return Status::Ok();
   }
   const size_t chunk = a.chunk_bytes;
@@ -280,14 +287,15 @@ Status torus_allreduce(const CollectiveArgs& a, size_t slot_bytes, Schedule* s) 
   if (a.op == CIUIC_AVG)
     for (int h = 0; h < 2; ++h)
       for (const Range& ch : chunks_of(held[h].back(), chunk, elem))
-        acc.ledger.write(ch, s->add(average_step(at(Buffer::kRecv, ch.offset), ch.bytes), acc.ledger.before_write(ch)));
+        acc.ledger.write(ch, s->add(average_step(at(Buffer::kRecv, ch.offset), ch.bytes),
+                                    acc.ledger.before_write(ch)));
   for (int dim = 2; dim >= 0; --dim) {
     if (dims[dim] == 1) continue;
     for (int h = 0; h < 2; ++h) {
       held[h].pop_back();
       const Ring ring = ring_along(dims, r, dim, h == 1);
-      ring_all_gather(s, Buffer::kRecv, &acc.ledger, ring, split_segment(held[h].back(), dims[dim], elem), 1, chunk,
-                      elem);
+      ring_all_gather(s, Buffer::kRecv, &acc.ledger, ring,
+                      split_segment(held[h].back(), dims[dim], elem), 1, chunk, elem);
     }
   }
   s->scratch_bytes = pool.end_offset();
@@ -304,14 +312,16 @@ Status build_torus_allgather(const CollectiveArgs& a, Schedule* s) {
   ByteLedger ledger;
   const Range mine{static_cast<size_t>(r) * block, block};
   if (!a.in_place && block > 0)
-    ledger.write(mine, s->add(copy_step(at(Buffer::kRecv, mine.offset), at(Buffer::kSend, 0), block)));
+    ledger.write(mine,
+                 s->add(copy_step(at(Buffer::kRecv, mine.offset), at(Buffer::kSend, 0), block)));
   if (n == 1 || block == 0) return Status::Ok();
   for (int dim = 0; dim < 3; ++dim) {
     if (dims[dim] == 1) continue;
     for (int h = 0; h < 2; ++h) {
       const Ring ring = ring_along(dims, r, dim, h == 1);
-      ring_all_gather(s, Buffer::kRecv, &ledger, ring, in_ring_order(block_segments(dims, r, dim, h, block, elem), h == 1),
-                      0, a.chunk_bytes, elem);
+      ring_all_gather(s, Buffer::kRecv, &ledger, ring,
+                      in_ring_order(block_segments(dims, r, dim, h, block, elem), h == 1), 0,
+                      a.chunk_bytes, elem);
     }
   }
   return Status::Ok();
@@ -339,19 +349,23 @@ Status torus_reduce_scatter(const CollectiveArgs& a, size_t slot_bytes, Schedule
     if (dims[dim] == 1) continue;
     for (int h = 0; h < 2; ++h) {
       const Ring ring = ring_along(dims, r, dim, h == 1);
-      ring_reduce_scatter(s, &acc, &pool, ring, in_ring_order(block_segments(dims, r, dim, h, block, elem), h == 1),
-                          0, chunk, elem);
+      ring_reduce_scatter(s, &acc, &pool, ring,
+                          in_ring_order(block_segments(dims, r, dim, h, block, elem), h == 1), 0,
+                          chunk, elem);
     }
   }
   const Range mine{static_cast<size_t>(r) * block, block};
   if (a.op == CIUIC_AVG)
     for (const Range& ch : chunks_of(mine, chunk, elem))
-      acc.ledger.write(ch, s->add(average_step(at(Buffer::kScratch, ch.offset), ch.bytes), acc.ledger.before_write(ch)));
+      acc.ledger.write(ch, s->add(average_step(at(Buffer::kScratch, ch.offset), ch.bytes),
+                                  acc.ledger.before_write(ch)));
   // The result's bytes may be input bytes (in place): copy once nothing reads the input.
   for (const Range& ch : chunks_of(mine, chunk, elem)) {
     std::vector<uint32_t> deps = acc.ledger.before_read(ch);
     deps.insert(deps.end(), acc.input_readers.begin(), acc.input_readers.end());
-    s->add(copy_step(at(Buffer::kRecv, ch.offset - mine.offset), at(Buffer::kScratch, ch.offset), ch.bytes), deps);
+    s->add(copy_step(at(Buffer::kRecv, ch.offset - mine.offset), at(Buffer::kScratch, ch.offset),
+                     ch.bytes),
+           deps);
   }
   s->scratch_bytes = pool.end_offset();
   return Status::Ok();

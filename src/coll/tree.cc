@@ -86,8 +86,8 @@ Place rooted_place(int which, int rank, int root, int n) {
 
 // Scratch slots no larger than the largest chunk this rank receives from a child: a
 // small operation must not reserve scratch_slots whole chunk_bytes.
-size_t slot_bytes_for(const Place (&places)[2], const std::vector<Range>& halves, size_t chunk_bytes,
-                      size_t elem) {
+size_t slot_bytes_for(const Place (&places)[2], const std::vector<Range>& halves,
+                      size_t chunk_bytes, size_t elem) {
   size_t largest = 0;
   for (int t = 0; t < 2; ++t)
     if (!places[t].children.empty()) largest = std::max(largest, halves[t].bytes);
@@ -109,7 +109,8 @@ std::vector<uint32_t> after(const ChunkDone& d) {
 // Reduce phase of one chunk toward `place.parent`: receives from each child into a
 // scratch slot and folds it into recvbuf, then sends the partial result up. `in` holds
 // this rank's input (send or recv buffer). Returns what touched recvbuf.
-ChunkDone reduce_up(Schedule* s, const Place& place, Range ch, Buffer in, bool result_here, ScratchPool* pool) {
+ChunkDone reduce_up(Schedule* s, const Place& place, Range ch, Buffer in, bool result_here,
+                    ScratchPool* pool) {
   ChunkDone done;
   BufferRange acc = at(in, ch.offset);  // where the partial result lives
   uint32_t acc_step = UINT32_MAX;
@@ -124,7 +125,8 @@ ChunkDone reduce_up(Schedule* s, const Place& place, Range ch, Buffer in, bool r
     acc = at(Buffer::kRecv, ch.offset);
   }
   if (acc_step == UINT32_MAX && result_here && in != Buffer::kRecv)
-    acc_step = s->add(copy_step(at(Buffer::kRecv, ch.offset), acc, ch.bytes));  // a root with no child
+    acc_step =
+        s->add(copy_step(at(Buffer::kRecv, ch.offset), acc, ch.bytes));  // a root with no child
   done.writer = acc_step;
   if (place.parent >= 0) {
     std::vector<uint32_t> deps;
@@ -137,7 +139,8 @@ ChunkDone reduce_up(Schedule* s, const Place& place, Range ch, Buffer in, bool r
 
 // Broadcast phase of one chunk: receive it from the parent (unless this is the root),
 // then pass it to every child.
-void broadcast_down(Schedule* s, const Place& place, Range ch, BufferRange root_src, ChunkDone done) {
+void broadcast_down(Schedule* s, const Place& place, Range ch, BufferRange root_src,
+                    ChunkDone done) {
   BufferRange src = at(Buffer::kRecv, ch.offset);
   std::vector<uint32_t> ready = after(done);
   if (place.parent >= 0) {
@@ -173,14 +176,16 @@ Status build_double_tree_allreduce(const CollectiveArgs& a, Schedule* s) {
       if (c >= chunks[t].size()) continue;
       ChunkDone d = reduce_up(s, places[t], chunks[t][c], in, places[t].parent < 0, &pool);
       if (places[t].parent < 0 && a.op == CIUIC_AVG)
-        d.writer = s->add(average_step(at(Buffer::kRecv, chunks[t][c].offset), chunks[t][c].bytes), after(d));
+        d.writer = s->add(average_step(at(Buffer::kRecv, chunks[t][c].offset), chunks[t][c].bytes),
+                          after(d));
       done[t].push_back(d);
     }
   }
   for (size_t c = 0; c < most; ++c)
     for (int t = 0; t < 2; ++t)
       if (c < chunks[t].size())
-        broadcast_down(s, places[t], chunks[t][c], at(Buffer::kRecv, chunks[t][c].offset), done[t][c]);
+        broadcast_down(s, places[t], chunks[t][c], at(Buffer::kRecv, chunks[t][c].offset),
+                       done[t][c]);
   s->scratch_bytes = pool.end_offset();
   return Status::Ok();
 }
@@ -190,7 +195,8 @@ Status build_tree_broadcast(const CollectiveArgs& a, Schedule* s) {
   const size_t bytes = a.count * elem;
   const int n = a.nranks, r = a.rank;
   const bool root = r == a.root;
-  if (root && !a.in_place && bytes > 0) s->add(copy_step(at(Buffer::kRecv, 0), at(Buffer::kSend, 0), bytes));
+  if (root && !a.in_place && bytes > 0)
+    s->add(copy_step(at(Buffer::kRecv, 0), at(Buffer::kSend, 0), bytes));
   if (n == 1) return Status::Ok();
   const std::vector<Range> halves = split_even(a.count, 2, elem);
   const Buffer root_in = a.in_place ? Buffer::kRecv : Buffer::kSend;
@@ -209,7 +215,8 @@ Status build_tree_reduce(const CollectiveArgs& a, Schedule* s) {
   const bool root = r == a.root;
   const Buffer in = a.in_place ? Buffer::kRecv : Buffer::kSend;
   if (n == 1) {
-    if (!a.in_place && bytes > 0) s->add(copy_step(at(Buffer::kRecv, 0), at(Buffer::kSend, 0), bytes));
+    if (!a.in_place && bytes > 0)
+      s->add(copy_step(at(Buffer::kRecv, 0), at(Buffer::kSend, 0), bytes));
     return Status::Ok();
   }
   // Off the root, recvbuf may be absent: partial sums of interior ranks live in scratch.
@@ -222,7 +229,8 @@ Status build_tree_reduce(const CollectiveArgs& a, Schedule* s) {
     for (const Range& ch : chunks_of(halves[t], slot_bytes, elem)) {
       if (root) {
         const ChunkDone d = reduce_up(s, place, ch, in, true, &pool);
-        if (a.op == CIUIC_AVG) s->add(average_step(at(Buffer::kRecv, ch.offset), ch.bytes), after(d));
+        if (a.op == CIUIC_AVG)
+          s->add(average_step(at(Buffer::kRecv, ch.offset), ch.bytes), after(d));
         continue;
       }
       // A partial sum: fold each child's chunk into a slot holding this rank's chunk.

@@ -1,7 +1,7 @@
 // The tuner: picks each collective's algorithm from the cost model's predictions for the
 // network described by CIUIC_TOPOLOGY and the CIUIC_NET_* / CIUIC_REDUCE_* parameters
 // (defaults measured over loopback TCP on the development machine: docs/tuning.md).
-// Decisions are cached per (collective, rank count, power-of-two size bucket), so the
+// Decisions are cached per (collective, rank count, quarter-octave size bucket), so the
 // model runs once per shape; the schedule cache above it means once per communicator.
 #pragma once
 

@@ -36,14 +36,15 @@ bool reduces(Collective c) {
 enum class Placement { kOutOfPlace, kInPlacePointer, kInPlaceToken };
 
 // Runs one call on one rank; "" or what went wrong.
-std::string run_rank(Collective c, int n, ciuic_datatype_t type, ciuic_op_t op, size_t count, Placement p, int root,
-                     int rank, ciuic_comm_t comm) {
+std::string run_rank(Collective c, int n, ciuic_datatype_t type, ciuic_op_t op, size_t count,
+                     Placement p, int root, int rank, ciuic_comm_t comm) {
   const size_t elem = reduce::datatype_size(type);
   const size_t in_elems = c == Collective::kReduceScatter ? count * n : count;
   const size_t out_elems = c == Collective::kAllgather ? count * n : count;
   const size_t block = count * elem;
   constexpr size_t kGuard = 64;
-  std::vector<char> send(in_elems * elem + 1), recv(std::max(in_elems, out_elems) * elem + 2 * kGuard, 0x5a);
+  std::vector<char> send(in_elems * elem + 1),
+      recv(std::max(in_elems, out_elems) * elem + 2 * kGuard, 0x5a);
   char* base = recv.data() + kGuard;
   const void* sendbuf = send.data();
   void* recvbuf = base;
@@ -65,14 +66,26 @@ std::string run_rank(Collective c, int n, ciuic_datatype_t type, ciuic_op_t op, 
   }
   ciuic_result_t rc = CIUIC_SUCCESS;
   switch (c) {
-    case Collective::kAllreduce: rc = ciuic_allreduce(sendbuf, recvbuf, count, type, op, comm, nullptr); break;
-    case Collective::kReduceScatter: rc = ciuic_reduce_scatter(sendbuf, recvbuf, count, type, op, comm, nullptr); break;
-    case Collective::kAllgather: rc = ciuic_allgather(sendbuf, recvbuf, count, type, comm, nullptr); break;
-    case Collective::kBroadcast: rc = ciuic_broadcast(sendbuf, recvbuf, count, type, root, comm, nullptr); break;
-    case Collective::kReduce: rc = ciuic_reduce(sendbuf, recvbuf, count, type, op, root, comm, nullptr); break;
-    default: return "not a collective this test runs";
+    case Collective::kAllreduce:
+      rc = ciuic_allreduce(sendbuf, recvbuf, count, type, op, comm, nullptr);
+      break;
+    case Collective::kReduceScatter:
+      rc = ciuic_reduce_scatter(sendbuf, recvbuf, count, type, op, comm, nullptr);
+      break;
+    case Collective::kAllgather:
+      rc = ciuic_allgather(sendbuf, recvbuf, count, type, comm, nullptr);
+      break;
+    case Collective::kBroadcast:
+      rc = ciuic_broadcast(sendbuf, recvbuf, count, type, root, comm, nullptr);
+      break;
+    case Collective::kReduce:
+      rc = ciuic_reduce(sendbuf, recvbuf, count, type, op, root, comm, nullptr);
+      break;
+    default:
+      return "not a collective this test runs";
   }
-  if (rc != CIUIC_SUCCESS) return std::string(ciuic_result_string(rc)) + ": " + ciuic_comm_get_last_error(comm);
+  if (rc != CIUIC_SUCCESS)
+    return std::string(ciuic_result_string(rc)) + ": " + ciuic_comm_get_last_error(comm);
   for (size_t g = 0; g < kGuard; ++g)
     if (recv[g] != 0x5a) return "wrote before the start of recvbuf";
   if (p == Placement::kOutOfPlace)
@@ -87,13 +100,17 @@ std::string run_rank(Collective c, int n, ciuic_datatype_t type, ciuic_op_t op, 
       for (size_t i = 0; i < count; ++i) reduced_value(type, op, n, i, want.data() + i * elem);
       break;
     case Collective::kReduceScatter:
-      for (size_t i = 0; i < count; ++i) reduced_value(type, op, n, rank * count + i, want.data() + i * elem);
+      for (size_t i = 0; i < count; ++i)
+        reduced_value(type, op, n, rank * count + i, want.data() + i * elem);
       break;
     case Collective::kAllgather:
       for (int r = 0; r < n; ++r) fill_input(want.data() + r * block, count, type, op, r);
       break;
-    case Collective::kBroadcast: fill_input(want.data(), count, type, op, root); break;
-    default: break;
+    case Collective::kBroadcast:
+      fill_input(want.data(), count, type, op, root);
+      break;
+    default:
+      break;
   }
   std::string first;
   const size_t bad = count_mismatches(result, want.data(), out_elems, type, &first);
@@ -104,7 +121,8 @@ class AlgorithmsTest : public ::testing::TestWithParam<Param> {};
 
 TEST_P(AlgorithmsTest, MatchesReference) {
   const Param& p = GetParam();
-  ScopedConfig algo("CIUIC_ALGO", std::string(coll::collective_name(p.collective)) + "=" + p.algorithm);
+  ScopedConfig algo("CIUIC_ALGO",
+                    std::string(coll::collective_name(p.collective)) + "=" + p.algorithm);
   ScopedConfig dims("CIUIC_TORUS_DIMS", p.n == 8 ? "2x2x2" : "");
   ScopedConfig chunk("CIUIC_CHUNK_BYTES", "16K");  // the large size runs pipelined
   ScopedConfig slots("CIUIC_SCRATCH_SLOTS", "3");
@@ -127,9 +145,9 @@ TEST_P(AlgorithmsTest, MatchesReference) {
         ++cases;
         for (int r = 0; r < p.n; ++r) {
           if (errors[r].empty()) continue;
-          ADD_FAILURE() << reduce::datatype_name(type) << " " << reduce::op_name(op) << " count=" << count
-                        << " placement=" << static_cast<int>(placement) << " root=" << root << ": rank " << r << ": "
-                        << errors[r];
+          ADD_FAILURE() << reduce::datatype_name(type) << " " << reduce::op_name(op)
+                        << " count=" << count << " placement=" << static_cast<int>(placement)
+                        << " root=" << root << ": rank " << r << ": " << errors[r];
           ++failures;
         }
         ASSERT_LT(failures, 5) << "stopping after 5 failures";
@@ -143,7 +161,8 @@ std::vector<Param> params() {
   std::vector<Param> out;
   for (const coll::AlgorithmEntry& e : coll::registered_algorithms()) {
     int siblings = 0;
-    for (const coll::AlgorithmEntry& f : coll::registered_algorithms()) siblings += f.collective == e.collective;
+    for (const coll::AlgorithmEntry& f : coll::registered_algorithms())
+      siblings += f.collective == e.collective;
     if (siblings < 2) continue;
     for (int n : {2, 3, 4, 6, 8}) out.push_back({e.collective, e.name, n});
   }
@@ -153,8 +172,8 @@ std::vector<Param> params() {
 INSTANTIATE_TEST_SUITE_P(All, AlgorithmsTest, ::testing::ValuesIn(params()),
                          [](const ::testing::TestParamInfo<Param>& param_info) {
                            const Param& q = param_info.param;
-                           return std::string(coll::collective_name(q.collective)) + "_" + q.algorithm + "_" +
-                                  std::to_string(q.n) + "ranks";
+                           return std::string(coll::collective_name(q.collective)) + "_" +
+                                  q.algorithm + "_" + std::to_string(q.n) + "ranks";
                          });
 
 }  // namespace

@@ -10,8 +10,8 @@
 namespace ciuic::coll::schedule_testing {
 namespace {
 
-Case at_scale(Collective c, const char* algorithm, int n, size_t count, ciuic_datatype_t type, ciuic_op_t op,
-              Placement placement) {
+Case at_scale(Collective c, const char* algorithm, int n, size_t count, ciuic_datatype_t type,
+              ciuic_op_t op, Placement placement) {
   Case k;
   k.collective = c;
   k.algorithm = algorithm;
@@ -25,19 +25,33 @@ Case at_scale(Collective c, const char* algorithm, int n, size_t count, ciuic_da
 }
 
 TEST(ScheduleAtScaleSlow, RingAndPairwiseAt1024) {
-  EXPECT_EQ(run_case(at_scale(Collective::kAllreduce, "ring", 1024, 1500, CIUIC_INT32, CIUIC_SUM, Placement::kInPlace)), "");
-  EXPECT_EQ(run_case(at_scale(Collective::kReduceScatter, "ring", 1024, 1, CIUIC_FLOAT32, CIUIC_AVG, Placement::kOutOfPlace)), "");
-  EXPECT_EQ(run_case(at_scale(Collective::kAllgather, "ring", 1024, 1, CIUIC_INT64, CIUIC_SUM, Placement::kInPlace)), "");
-  EXPECT_EQ(run_case(at_scale(Collective::kAlltoall, "pairwise", 1024, 1, CIUIC_INT32, CIUIC_SUM, Placement::kOutOfPlace)), "");
+  EXPECT_EQ(run_case(at_scale(Collective::kAllreduce, "ring", 1024, 1500, CIUIC_INT32, CIUIC_SUM,
+                              Placement::kInPlace)),
+            "");
+  EXPECT_EQ(run_case(at_scale(Collective::kReduceScatter, "ring", 1024, 1, CIUIC_FLOAT32, CIUIC_AVG,
+                              Placement::kOutOfPlace)),
+            "");
+  EXPECT_EQ(run_case(at_scale(Collective::kAllgather, "ring", 1024, 1, CIUIC_INT64, CIUIC_SUM,
+                              Placement::kInPlace)),
+            "");
+  EXPECT_EQ(run_case(at_scale(Collective::kAlltoall, "pairwise", 1024, 1, CIUIC_INT32, CIUIC_SUM,
+                              Placement::kOutOfPlace)),
+            "");
 }
 
 TEST(ScheduleAtScaleSlow, RingAllreduceAt4096) {
-  EXPECT_EQ(run_case(at_scale(Collective::kAllreduce, "ring", 4096, 5, CIUIC_FLOAT64, CIUIC_SUM, Placement::kOutOfPlace)), "");
+  EXPECT_EQ(run_case(at_scale(Collective::kAllreduce, "ring", 4096, 5, CIUIC_FLOAT64, CIUIC_SUM,
+                              Placement::kOutOfPlace)),
+            "");
 }
 
 TEST(ScheduleAtScaleSlow, TorusAt4096) {
-  EXPECT_EQ(run_case(at_scale(Collective::kAllreduce, "torus", 4096, 2051, CIUIC_INT64, CIUIC_SUM, Placement::kMixed)), "");
-  EXPECT_EQ(run_case(at_scale(Collective::kReduceScatter, "torus", 4096, 2, CIUIC_FLOAT32, CIUIC_AVG, Placement::kInPlaceMpi)), "");
+  EXPECT_EQ(run_case(at_scale(Collective::kAllreduce, "torus", 4096, 2051, CIUIC_INT64, CIUIC_SUM,
+                              Placement::kMixed)),
+            "");
+  EXPECT_EQ(run_case(at_scale(Collective::kReduceScatter, "torus", 4096, 2, CIUIC_FLOAT32,
+                              CIUIC_AVG, Placement::kInPlaceMpi)),
+            "");
 }
 
 }  // namespace

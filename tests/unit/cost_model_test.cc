@@ -105,15 +105,16 @@ TEST(SimulateTime, ChargesAlphaLatencyAndGamma) {
   // 0 -> 3 (3 hops), then rank 3 reduces what came.
   s[0].add(send_step(3, at(Buffer::kSend, 0), 1000));
   const uint32_t got = s[3].add(recv_step(0, at(Buffer::kScratch, 0), 1000));
-  s[3].add(reduce_step(at(Buffer::kRecv, 0), at(Buffer::kRecv, 0), at(Buffer::kScratch, 0), 1000), {got});
+  s[3].add(reduce_step(at(Buffer::kRecv, 0), at(Buffer::kRecv, 0), at(Buffer::kScratch, 0), 1000),
+           {got});
   for (auto& x : s) x.finalize();
   double seconds = 0;
   ASSERT_TRUE(simulate_time(s, t, &seconds).ok());
   EXPECT_NEAR(seconds, 5e-6 + 1e-6 + 3e-6 + 2e-6, 1e-12);
 }
 
-std::vector<Schedule> build_all(Collective c, const std::string& algorithm, int n, size_t bytes, size_t chunk,
-                                const std::vector<int>& dims = {}) {
+std::vector<Schedule> build_all(Collective c, const std::string& algorithm, int n, size_t bytes,
+                                size_t chunk, const std::vector<int>& dims = {}) {
   std::vector<Schedule> out(static_cast<size_t>(n));
   const bool per_rank = c == Collective::kAllgather || c == Collective::kReduceScatter;
   for (int r = 0; r < n; ++r) {
@@ -138,13 +139,20 @@ TEST(PredictTime, AgreesWithTheSchedulesWithinAThird) {
     Collective c;
     const char* name;
   };
-  const Algo algos[] = {{Collective::kAllreduce, "ring"},          {Collective::kAllreduce, "recursive_doubling"},
-                        {Collective::kAllreduce, "tree"},          {Collective::kAllreduce, "rabenseifner"},
-                        {Collective::kAllreduce, "torus"},         {Collective::kAllgather, "ring"},
-                        {Collective::kAllgather, "rabenseifner"},  {Collective::kAllgather, "torus"},
-                        {Collective::kReduceScatter, "ring"},      {Collective::kReduceScatter, "rabenseifner"},
-                        {Collective::kReduceScatter, "torus"},     {Collective::kBroadcast, "chain"},
-                        {Collective::kBroadcast, "tree"},          {Collective::kReduce, "chain"},
+  const Algo algos[] = {{Collective::kAllreduce, "ring"},
+                        {Collective::kAllreduce, "recursive_doubling"},
+                        {Collective::kAllreduce, "tree"},
+                        {Collective::kAllreduce, "rabenseifner"},
+                        {Collective::kAllreduce, "torus"},
+                        {Collective::kAllgather, "ring"},
+                        {Collective::kAllgather, "rabenseifner"},
+                        {Collective::kAllgather, "torus"},
+                        {Collective::kReduceScatter, "ring"},
+                        {Collective::kReduceScatter, "rabenseifner"},
+                        {Collective::kReduceScatter, "torus"},
+                        {Collective::kBroadcast, "chain"},
+                        {Collective::kBroadcast, "tree"},
+                        {Collective::kReduce, "chain"},
                         {Collective::kReduce, "tree"}};
   const size_t chunk = 256 << 10;
   for (const char* topology : {"flat", "torus:4x2x2"}) {
@@ -152,14 +160,15 @@ TEST(PredictTime, AgreesWithTheSchedulesWithinAThird) {
     for (size_t bytes : {size_t{4096}, size_t{1} << 20, size_t{32} << 20}) {
       for (const Algo& a : algos) {
         double simulated = 0;
-        Status s = simulate_time(build_all(a.c, a.name, 16, bytes, chunk, {4, 2, 2}), t, &simulated);
+        Status s =
+            simulate_time(build_all(a.c, a.name, 16, bytes, chunk, {4, 2, 2}), t, &simulated);
         ASSERT_TRUE(s.ok()) << s.message();
         const double predicted = predict_time(a.c, a.name, bytes, t, chunk);
         ASSERT_GT(predicted, 0) << a.name;
         const double ratio = predicted / simulated;
         EXPECT_TRUE(ratio > 0.67 && ratio < 1.5)
-            << collective_name(a.c) << "/" << a.name << " " << bytes << " B on " << topology << ": predicted "
-            << predicted * 1e6 << " us, simulated " << simulated * 1e6 << " us";
+            << collective_name(a.c) << "/" << a.name << " " << bytes << " B on " << topology
+            << ": predicted " << predicted * 1e6 << " us, simulated " << simulated * 1e6 << " us";
       }
     }
   }

@@ -76,7 +76,7 @@ TEST(Tuner, TheOldSmallAllreduceRuleStillWinsWhenSet) {
   EXPECT_EQ(default_algorithm(allreduce(8, 2 << 20)), std::string("ring"));
 }
 
-// The bar: simulated 4096 ranks, the tuner's (bucketed, cached) choice within
+// The bar: simulated 4096 ranks, the tuner's (bucketed, cached) choice within
 // 10 % of the best algorithm the model knows at every size, including sizes between the
 // buckets' edges.
 TEST(Tuner, At4096RanksOnATorusWithinTenPercentOfTheBestEverywhere) {
@@ -85,7 +85,7 @@ TEST(Tuner, At4096RanksOnATorusWithinTenPercentOfTheBestEverywhere) {
   ASSERT_TRUE(configured_topology(4096, &t).ok());
   for (Collective c : {Collective::kAllreduce, Collective::kAllgather, Collective::kReduceScatter,
                        Collective::kBroadcast, Collective::kReduce}) {
-    for (size_t bytes = 1024; bytes <= (size_t{1} << 30); bytes = bytes * 3 / 2) {
+    for (size_t bytes = 1024; bytes <= (size_t{1} << 30); bytes *= 3) {
       CollectiveArgs a = allreduce(4096, bytes);
       a.collective = c;
       const bool per_rank = c == Collective::kAllgather || c == Collective::kReduceScatter;
@@ -99,7 +99,8 @@ TEST(Tuner, At4096RanksOnATorusWithinTenPercentOfTheBestEverywhere) {
         if (p.algorithm == chosen) chosen_time = p.seconds;
       ASSERT_GT(chosen_time, 0) << chosen;
       EXPECT_LE(chosen_time, 1.10 * ranked.front().seconds)
-          << collective_name(c) << " " << bytes << " B: chose " << chosen << ", best " << ranked.front().algorithm;
+          << collective_name(c) << " " << bytes << " B: chose " << chosen << ", best "
+          << ranked.front().algorithm;
     }
   }
 }
