@@ -9,7 +9,9 @@ packages=(build-essential cmake ninja-build ccache pkg-config python3 python3-ma
           openmpi-bin libopenmpi-dev libgloo-dev iproute2 nftables
           # ibverbs, and the Soft-RoCE guest of tests/rdma-vm that runs it in CI
           libibverbs-dev rdma-core ibverbs-utils ibverbs-providers perftest
-          qemu-system-x86 busybox-static cpio)
+          qemu-system-x86 busybox-static cpio
+          # the libFuzzer targets of scripts/sanitize.sh
+          clang libclang-rt-14-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
