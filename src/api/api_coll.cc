@@ -2,6 +2,7 @@
 // anything is queued, so bad input returns a clear error and leaves the communicator
 // usable.
 #include "api/api_internal.h"
+#include "base/enum_bits.h"
 #include "coll/schedule.h"
 #include "reduce/reduce.h"
 
@@ -17,8 +18,10 @@ struct Call {
   const void* sendbuf;
   void* recvbuf;
   size_t count;
-  ciuic_datatype_t datatype;
-  ciuic_op_t op;
+  // As the caller passed them: a C caller may hand over any int, and loading a value that
+  // is not an enumerator through the enum type would be undefined behaviour here.
+  int datatype;
+  int op;
   int root;
   int peer;
   ciuic_stream_t stream;
@@ -31,14 +34,15 @@ Status check(const Call& c, int nranks, int rank, coll::CollectiveArgs* args, co
     return unsupported(std::string(name) +
                        ": CUDA streams are not supported by this build (host buffers only; pass "
                        "stream = NULL)");
-  if (!reduce::valid_datatype(c.datatype))
-    return bad("datatype " + std::to_string(static_cast<int>(c.datatype)) + " is not a ciuic_datatype_t");
+  if (c.datatype < 0 || c.datatype >= CIUIC_NUM_DATATYPES)
+    return bad("datatype " + std::to_string(c.datatype) + " is not a ciuic_datatype_t");
+  const auto datatype = static_cast<ciuic_datatype_t>(c.datatype);
   const bool reduces = c.collective == coll::Collective::kAllreduce ||
                        c.collective == coll::Collective::kReduceScatter ||
                        c.collective == coll::Collective::kReduce;
-  if (reduces && !reduce::valid_op(c.op))
-    return bad("op " + std::to_string(static_cast<int>(c.op)) + " is not a ciuic_op_t");
-  const size_t elem = reduce::datatype_size(c.datatype);
+  if (reduces && (c.op < 0 || c.op >= CIUIC_NUM_OPS))
+    return bad("op " + std::to_string(c.op) + " is not a ciuic_op_t");
+  const size_t elem = reduce::datatype_size(datatype);
   const bool per_rank_blocks = c.collective == coll::Collective::kAllgather ||
                                c.collective == coll::Collective::kReduceScatter ||
                                c.collective == coll::Collective::kAlltoall;
@@ -60,8 +64,8 @@ Status check(const Call& c, int nranks, int rank, coll::CollectiveArgs* args, co
   args->rank = rank;
   args->nranks = nranks;
   args->count = c.count;
-  args->datatype = c.datatype;
-  args->op = c.op;
+  args->datatype = datatype;
+  args->op = reduces ? static_cast<ciuic_op_t>(c.op) : CIUIC_SUM;
   args->root = c.root;
   args->peer = c.peer;
   buffers->send = in_place_token ? nullptr : c.sendbuf;
@@ -138,44 +142,46 @@ using C = coll::Collective;
 using namespace ciuic;
 using api::C;
 using api::Call;
+using ciuic::enum_bits;
+
 
 extern "C" {
 
 ciuic_result_t ciuic_allreduce(const void* sendbuf, void* recvbuf, size_t count,
                                ciuic_datatype_t datatype, ciuic_op_t op, ciuic_comm_t comm,
                                ciuic_stream_t stream) {
-  return api::issue(comm, Call{C::kAllreduce, sendbuf, recvbuf, count, datatype, op, 0, -1, stream}, nullptr);
+  return api::issue(comm, Call{C::kAllreduce, sendbuf, recvbuf, count, enum_bits(&datatype), enum_bits(&op), 0, -1, stream}, nullptr);
 }
 ciuic_result_t ciuic_allgather(const void* sendbuf, void* recvbuf, size_t count,
                                ciuic_datatype_t datatype, ciuic_comm_t comm, ciuic_stream_t stream) {
-  return api::issue(comm, Call{C::kAllgather, sendbuf, recvbuf, count, datatype, CIUIC_SUM, 0, -1, stream}, nullptr);
+  return api::issue(comm, Call{C::kAllgather, sendbuf, recvbuf, count, enum_bits(&datatype), CIUIC_SUM, 0, -1, stream}, nullptr);
 }
 ciuic_result_t ciuic_reduce_scatter(const void* sendbuf, void* recvbuf, size_t count,
                                     ciuic_datatype_t datatype, ciuic_op_t op, ciuic_comm_t comm,
                                     ciuic_stream_t stream) {
-  return api::issue(comm, Call{C::kReduceScatter, sendbuf, recvbuf, count, datatype, op, 0, -1, stream}, nullptr);
+  return api::issue(comm, Call{C::kReduceScatter, sendbuf, recvbuf, count, enum_bits(&datatype), enum_bits(&op), 0, -1, stream}, nullptr);
 }
 ciuic_result_t ciuic_broadcast(const void* sendbuf, void* recvbuf, size_t count,
                                ciuic_datatype_t datatype, int root, ciuic_comm_t comm,
                                ciuic_stream_t stream) {
-  return api::issue(comm, Call{C::kBroadcast, sendbuf, recvbuf, count, datatype, CIUIC_SUM, root, -1, stream}, nullptr);
+  return api::issue(comm, Call{C::kBroadcast, sendbuf, recvbuf, count, enum_bits(&datatype), CIUIC_SUM, root, -1, stream}, nullptr);
 }
 ciuic_result_t ciuic_reduce(const void* sendbuf, void* recvbuf, size_t count,
                             ciuic_datatype_t datatype, ciuic_op_t op, int root, ciuic_comm_t comm,
                             ciuic_stream_t stream) {
-  return api::issue(comm, Call{C::kReduce, sendbuf, recvbuf, count, datatype, op, root, -1, stream}, nullptr);
+  return api::issue(comm, Call{C::kReduce, sendbuf, recvbuf, count, enum_bits(&datatype), enum_bits(&op), root, -1, stream}, nullptr);
 }
 ciuic_result_t ciuic_alltoall(const void* sendbuf, void* recvbuf, size_t count,
                               ciuic_datatype_t datatype, ciuic_comm_t comm, ciuic_stream_t stream) {
-  return api::issue(comm, Call{C::kAlltoall, sendbuf, recvbuf, count, datatype, CIUIC_SUM, 0, -1, stream}, nullptr);
+  return api::issue(comm, Call{C::kAlltoall, sendbuf, recvbuf, count, enum_bits(&datatype), CIUIC_SUM, 0, -1, stream}, nullptr);
 }
 ciuic_result_t ciuic_send(const void* sendbuf, size_t count, ciuic_datatype_t datatype, int peer,
                           ciuic_comm_t comm, ciuic_stream_t stream) {
-  return api::issue(comm, Call{C::kSend, sendbuf, nullptr, count, datatype, CIUIC_SUM, 0, peer, stream}, nullptr);
+  return api::issue(comm, Call{C::kSend, sendbuf, nullptr, count, enum_bits(&datatype), CIUIC_SUM, 0, peer, stream}, nullptr);
 }
 ciuic_result_t ciuic_recv(void* recvbuf, size_t count, ciuic_datatype_t datatype, int peer,
                           ciuic_comm_t comm, ciuic_stream_t stream) {
-  return api::issue(comm, Call{C::kRecv, nullptr, recvbuf, count, datatype, CIUIC_SUM, 0, peer, stream}, nullptr);
+  return api::issue(comm, Call{C::kRecv, nullptr, recvbuf, count, enum_bits(&datatype), CIUIC_SUM, 0, peer, stream}, nullptr);
 }
 ciuic_result_t ciuic_barrier(ciuic_comm_t comm, ciuic_stream_t stream) {
   return api::issue(comm, Call{C::kBarrier, nullptr, nullptr, 0, CIUIC_UINT8, CIUIC_SUM, 0, -1, stream}, nullptr);
@@ -184,40 +190,40 @@ ciuic_result_t ciuic_barrier(ciuic_comm_t comm, ciuic_stream_t stream) {
 ciuic_result_t ciuic_iallreduce(const void* sendbuf, void* recvbuf, size_t count,
                                 ciuic_datatype_t datatype, ciuic_op_t op, ciuic_comm_t comm,
                                 ciuic_stream_t stream, ciuic_request_t* request) {
-  return api::issue_nonblocking(comm, Call{C::kAllreduce, sendbuf, recvbuf, count, datatype, op, 0, -1, stream}, request);
+  return api::issue_nonblocking(comm, Call{C::kAllreduce, sendbuf, recvbuf, count, enum_bits(&datatype), enum_bits(&op), 0, -1, stream}, request);
 }
 ciuic_result_t ciuic_iallgather(const void* sendbuf, void* recvbuf, size_t count,
                                 ciuic_datatype_t datatype, ciuic_comm_t comm, ciuic_stream_t stream,
                                 ciuic_request_t* request) {
-  return api::issue_nonblocking(comm, Call{C::kAllgather, sendbuf, recvbuf, count, datatype, CIUIC_SUM, 0, -1, stream}, request);
+  return api::issue_nonblocking(comm, Call{C::kAllgather, sendbuf, recvbuf, count, enum_bits(&datatype), CIUIC_SUM, 0, -1, stream}, request);
 }
 ciuic_result_t ciuic_ireduce_scatter(const void* sendbuf, void* recvbuf, size_t count,
                                      ciuic_datatype_t datatype, ciuic_op_t op, ciuic_comm_t comm,
                                      ciuic_stream_t stream, ciuic_request_t* request) {
-  return api::issue_nonblocking(comm, Call{C::kReduceScatter, sendbuf, recvbuf, count, datatype, op, 0, -1, stream}, request);
+  return api::issue_nonblocking(comm, Call{C::kReduceScatter, sendbuf, recvbuf, count, enum_bits(&datatype), enum_bits(&op), 0, -1, stream}, request);
 }
 ciuic_result_t ciuic_ibroadcast(const void* sendbuf, void* recvbuf, size_t count,
                                 ciuic_datatype_t datatype, int root, ciuic_comm_t comm,
                                 ciuic_stream_t stream, ciuic_request_t* request) {
-  return api::issue_nonblocking(comm, Call{C::kBroadcast, sendbuf, recvbuf, count, datatype, CIUIC_SUM, root, -1, stream}, request);
+  return api::issue_nonblocking(comm, Call{C::kBroadcast, sendbuf, recvbuf, count, enum_bits(&datatype), CIUIC_SUM, root, -1, stream}, request);
 }
 ciuic_result_t ciuic_ireduce(const void* sendbuf, void* recvbuf, size_t count,
                              ciuic_datatype_t datatype, ciuic_op_t op, int root, ciuic_comm_t comm,
                              ciuic_stream_t stream, ciuic_request_t* request) {
-  return api::issue_nonblocking(comm, Call{C::kReduce, sendbuf, recvbuf, count, datatype, op, root, -1, stream}, request);
+  return api::issue_nonblocking(comm, Call{C::kReduce, sendbuf, recvbuf, count, enum_bits(&datatype), enum_bits(&op), root, -1, stream}, request);
 }
 ciuic_result_t ciuic_ialltoall(const void* sendbuf, void* recvbuf, size_t count,
                                ciuic_datatype_t datatype, ciuic_comm_t comm, ciuic_stream_t stream,
                                ciuic_request_t* request) {
-  return api::issue_nonblocking(comm, Call{C::kAlltoall, sendbuf, recvbuf, count, datatype, CIUIC_SUM, 0, -1, stream}, request);
+  return api::issue_nonblocking(comm, Call{C::kAlltoall, sendbuf, recvbuf, count, enum_bits(&datatype), CIUIC_SUM, 0, -1, stream}, request);
 }
 ciuic_result_t ciuic_isend(const void* sendbuf, size_t count, ciuic_datatype_t datatype, int peer,
                            ciuic_comm_t comm, ciuic_stream_t stream, ciuic_request_t* request) {
-  return api::issue_nonblocking(comm, Call{C::kSend, sendbuf, nullptr, count, datatype, CIUIC_SUM, 0, peer, stream}, request);
+  return api::issue_nonblocking(comm, Call{C::kSend, sendbuf, nullptr, count, enum_bits(&datatype), CIUIC_SUM, 0, peer, stream}, request);
 }
 ciuic_result_t ciuic_irecv(void* recvbuf, size_t count, ciuic_datatype_t datatype, int peer,
                            ciuic_comm_t comm, ciuic_stream_t stream, ciuic_request_t* request) {
-  return api::issue_nonblocking(comm, Call{C::kRecv, nullptr, recvbuf, count, datatype, CIUIC_SUM, 0, peer, stream}, request);
+  return api::issue_nonblocking(comm, Call{C::kRecv, nullptr, recvbuf, count, enum_bits(&datatype), CIUIC_SUM, 0, peer, stream}, request);
 }
 ciuic_result_t ciuic_ibarrier(ciuic_comm_t comm, ciuic_stream_t stream, ciuic_request_t* request) {
   return api::issue_nonblocking(comm, Call{C::kBarrier, nullptr, nullptr, 0, CIUIC_UINT8, CIUIC_SUM, 0, -1, stream}, request);

@@ -2,6 +2,8 @@
 
 #include <cstring>
 
+#include "base/enum_bits.h"
+
 namespace ciuic {
 
 std::string Status::to_string() const {
@@ -26,7 +28,7 @@ Status internal_error(std::string message) { return {CIUIC_ERR_INTERNAL, std::mo
 }  // namespace ciuic
 
 extern "C" const char* ciuic_result_string(ciuic_result_t result) {
-  switch (result) {
+  switch (ciuic::enum_bits(&result)) {
     case CIUIC_SUCCESS: return "success";
     case CIUIC_ERR_INVALID_ARGUMENT: return "invalid argument";
     case CIUIC_ERR_SYSTEM: return "system error";

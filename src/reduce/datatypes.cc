@@ -2,6 +2,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "base/enum_bits.h"
 #include "reduce/convert_bits.h"
 #include "reduce/reduce.h"
 
@@ -40,11 +41,15 @@ uint16_t float_to_bfloat16(float f) { return soft_float_to_bfloat16(f); }
 extern "C" {
 
 CIUIC_API const char* ciuic_datatype_name(ciuic_datatype_t datatype) {
-  return ciuic::reduce::datatype_name(datatype);
+  const int bits = ciuic::enum_bits(&datatype);
+  if (bits < 0 || bits >= CIUIC_NUM_DATATYPES) return "";
+  return ciuic::reduce::datatype_name(static_cast<ciuic_datatype_t>(bits));
 }
 
 CIUIC_API size_t ciuic_datatype_size(ciuic_datatype_t datatype) {
-  return ciuic::reduce::datatype_size(datatype);
+  const int bits = ciuic::enum_bits(&datatype);
+  if (bits < 0 || bits >= CIUIC_NUM_DATATYPES) return 0;
+  return ciuic::reduce::datatype_size(static_cast<ciuic_datatype_t>(bits));
 }
 
 }  // extern "C"
