@@ -32,13 +32,15 @@ struct LogLine {
   std::string text;
 };
 
+// Never destroyed: the plugin stays loaded (-z nodelete) and may still log while the
+// process exits, after function-local statics of this binary are gone.
 inline std::mutex& log_mutex() {
-  static std::mutex m;
-  return m;
+  static auto* m = new std::mutex;
+  return *m;
 }
 inline std::vector<LogLine>& log_lines() {
-  static std::vector<LogLine> lines;
-  return lines;
+  static auto* lines = new std::vector<LogLine>;
+  return *lines;
 }
 
 inline void capture_logger(ncclDebugLogLevel level, unsigned long flags, const char*, int,
