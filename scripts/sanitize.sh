@@ -44,10 +44,14 @@ for kind in "${kinds[@]}"; do
       tsan_tests='unit\.(Io/|Tcp|Stripes|StoreTest|HostileClient|NcclPlugin|Ib|UniqueId|LaunchEnv)'
       tsan_tests+='|integration\.(Api|Hygiene|P2P|CiuicRun|RunLocal)'
       tsan_tests+='|integration\.All/CollectivesTest\.MatchesReference/[a-z_]+_[23]ranks'
+      # Counts the process's threads, and TSan starts a background thread of its own at a
+      # moment the test cannot see (the races it checks for are covered by the rest).
+      tsan_skip='TcpWorkersTest\.AbortFromAnotherThreadWhileWorkersRun'
       configure build-tsan thread
       cmake --build build-tsan -j "$jobs"
       TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$PWD/scripts/tsan.supp" \
-        ctest --test-dir build-tsan -j "$jobs" --output-on-failure --timeout 900 -R "$tsan_tests"
+        ctest --test-dir build-tsan -j "$jobs" --output-on-failure --timeout 900 -R "$tsan_tests" \
+          -E "$tsan_skip"
       ;;
     fuzz)
       echo "== libFuzzer"
