@@ -31,6 +31,7 @@ Status create_transport(std::string_view name, const TransportOptions& options,
   std::string names;
   for (const TransportEntry& e : registered_transports()) {
     if (name == "auto") {
+      if (e.same_host_only) continue;
       Status s = e.create(options, out);
       if (s.ok()) {
         if (why) *why = std::string("auto chose ") + e.name + " (" + e.description + ")" + names;

@@ -169,6 +169,9 @@ struct TransportEntry {
   const char* name;
   TransportFactory create;
   const char* description;
+  // Reaches only processes on the same host (shm): never "auto"'s pick for the network;
+  // the communicator uses it for same-host peers (CIUIC_LOCAL_TRANSPORT).
+  bool same_host_only = false;
 };
 
 const std::vector<TransportEntry>& registered_transports();

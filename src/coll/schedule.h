@@ -9,6 +9,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -100,6 +101,10 @@ struct CollectiveArgs {
   // The torus algorithms' grid (product = nranks); empty: CIUIC_TORUS_DIMS, or else the
   // most balanced three factors of nranks.
   std::vector<int> torus_dims;
+  // Which node (host) each rank sits on, numbered 0..nodes-1 in order of first appearance;
+  // null when unknown. The hierarchical algorithms group ranks by it. Shared, because
+  // every operation of a communicator carries the same table.
+  std::shared_ptr<const std::vector<int>> node_of_rank;
 };
 
 }  // namespace ciuic::coll
