@@ -16,17 +16,30 @@ namespace ciuic::core {
 namespace {
 
 const config::StringParam kTransport{
-    "CIUIC_TRANSPORT", "auto", "Transport between ranks: auto or a registered name (tcp)"};
+    "CIUIC_TRANSPORT", "auto",
+    "Transport between ranks: auto or a registered name (ibverbs, tcp; shm for one host)"};
+const config::StringParam kLocalTransport{
+    "CIUIC_LOCAL_TRANSPORT", "auto",
+    "Transport between ranks on the same node: auto (shared memory when CIUIC_TRANSPORT is "
+    "auto, else CIUIC_TRANSPORT's), none (the network transport for every peer) or a name"};
+const config::StringParam kHostId{
+    "CIUIC_HOSTID", "",
+    "This rank's host identity (default: the host name). Ranks with different values share "
+    "no memory and count as different nodes, as NCCL_HOSTID does for NCCL"};
+const config::IntParam kLocalSize{
+    "CIUIC_LOCAL_SIZE", 0,
+    "Ranks per node in rank order (rank r on node r/k) for the hierarchical algorithms and the "
+    "local transport; 0: ranks are grouped by host"};
 const config::IntParam kTimeoutMs{
     "CIUIC_TIMEOUT_MS", 300000,
     "Deadline of every operation and of init, in ms: past it the call fails naming the peers "
     "not heard from"};
-const config::IntParam kChunkBytes{
-    "CIUIC_CHUNK_BYTES", 256 << 10, "Pipelining chunk of the collective algorithms, in bytes"};
+const config::IntParam kChunkBytes{"CIUIC_CHUNK_BYTES", 256 << 10,
+                                   "Pipelining chunk of the collective algorithms, in bytes"};
 const config::IntParam kScratchSlots{
     "CIUIC_SCRATCH_SLOTS", 16, "Chunk-sized scratch buffers a pipelined algorithm cycles through"};
-const config::IntParam kMaxInFlight{
-    "CIUIC_MAX_IN_FLIGHT", 8, "Sends (and receives) in flight per peer during a collective"};
+const config::IntParam kMaxInFlight{"CIUIC_MAX_IN_FLIGHT", 8,
+                                    "Sends (and receives) in flight per peer during a collective"};
 const config::IntParam kSpinCount{
     "CIUIC_SPIN_COUNT", 1000,
     "Idle polling rounds (past 16 each yields the core where ranks outnumber cores) before a rank "
@@ -38,8 +51,28 @@ const config::StringParam kAlgo{
 
 constexpr uint32_t kHelloMagic = 0x4349484c;  // "CIHL": first message on every channel
 constexpr int kHelloTag = 0x43494800;         // its tag: no rank has this number
+// What each rank publishes: flags, the network listener's handle, the local listener's
+// handle (if any), the host name (shared memory needs the same machine) and the node key.
 constexpr size_t kHostNameBytes = 64;
-constexpr size_t kEndpointRecordBytes = transport::kHandleBytes + kHostNameBytes;  // handle, host name
+constexpr size_t kFlagsBytes = 8;
+constexpr size_t kNetHandleAt = kFlagsBytes;
+constexpr size_t kLocalHandleAt = kNetHandleAt + transport::kHandleBytes;
+constexpr size_t kHostNameAt = kLocalHandleAt + transport::kHandleBytes;
+constexpr size_t kNodeKeyAt = kHostNameAt + kHostNameBytes;
+constexpr size_t kEndpointRecordBytes = kNodeKeyAt + kHostNameBytes;
+constexpr uint8_t kHasLocalListener = 0x1;
+
+const transport::TransportEntry* find_entry(std::string_view name) {
+  for (const auto& e : transport::registered_transports())
+    if (name == e.name) return &e;
+  return nullptr;
+}
+
+// A NUL-terminated string of at most kHostNameBytes-1 characters at `at`.
+std::string record_text(const std::vector<uint8_t>& rec, size_t at) {
+  const char* p = reinterpret_cast<const char*>(rec.data() + at);
+  return std::string(p, strnlen(p, kHostNameBytes));
+}
 
 std::string algorithm_for(coll::Collective c) {
   std::string spec = kAlgo.get();
@@ -77,7 +110,8 @@ std::string size_text(size_t bytes) {
 // "" when the failure started here.
 std::string original_failure(const std::string& message) {
   size_t found = std::string::npos;
-  for (size_t at = message.find("rank "); at != std::string::npos; at = message.find("rank ", at + 1)) {
+  for (size_t at = message.find("rank "); at != std::string::npos;
+       at = message.find("rank ", at + 1)) {
     size_t end = at + 5;
     while (end < message.size() && message[end] >= '0' && message[end] <= '9') ++end;
     if (end > at + 5 && message.compare(end, 9, " failed: ") == 0) found = at;
@@ -98,16 +132,15 @@ Status serve_root_if_rank0(const LaunchInfo& info) {
   return Status::Ok();
 }
 
-Status Communicator::create(const UniqueId& id, const std::string& name_space, int rank,
-                            int nranks, std::unique_ptr<Communicator>* out) {
+Status Communicator::create(const UniqueId& id, const std::string& name_space, int rank, int nranks,
+                            std::unique_ptr<Communicator>* out) {
   std::unique_ptr<Communicator> comm(new Communicator());
   CIUIC_RETURN_IF_ERROR(comm->init(id, name_space, rank, nranks));
   *out = std::move(comm);
   return Status::Ok();
 }
 
-Status Communicator::init(const UniqueId& id, const std::string& name_space, int rank,
-                          int nranks) {
+Status Communicator::init(const UniqueId& id, const std::string& name_space, int rank, int nranks) {
   // The store lives as long as the communicators of the process that serves it.
   server_ = find_server(id.root);
   if (server_) forget_server(id.root);
@@ -134,12 +167,65 @@ Status Communicator::open_endpoint(const UniqueId& id, const std::string& name_s
   transport::TransportOptions options;
   options.handshake_timeout_ms = kTimeoutMs.get();
   CIUIC_RETURN_IF_ERROR(
-      transport::create_transport(kTransport.get(), options, &transport_, &transport_why_).prefix(where));
-  CIUIC_RETURN_IF_ERROR(transport_->listen(0, &listener_).prefix(where));
+      transport::create_transport(kTransport.get(), options, &network_.transport, &network_.why)
+          .prefix(where));
+  CIUIC_RETURN_IF_ERROR(network_.transport->listen(0, &network_.listener).prefix(where));
+  CIUIC_RETURN_IF_ERROR(open_local_endpoint(options).prefix(where));
+
   record->assign(kEndpointRecordBytes, 0);
-  std::memcpy(record->data(), listener_->handle().bytes, transport::kHandleBytes);
-  gethostname(reinterpret_cast<char*>(record->data() + transport::kHandleBytes), kHostNameBytes - 1);
+  (*record)[0] = local_.listener ? kHasLocalListener : 0;
+  std::memcpy(record->data() + kNetHandleAt, network_.listener->handle().bytes,
+              transport::kHandleBytes);
+  if (local_.listener)
+    std::memcpy(record->data() + kLocalHandleAt, local_.listener->handle().bytes,
+                transport::kHandleBytes);
+  char host[kHostNameBytes] = {};
+  gethostname(host, sizeof(host) - 1);
+  std::memcpy(record->data() + kHostNameAt, host, strnlen(host, kHostNameBytes - 1));
+  if (node_key_.empty()) {
+    const int64_t local_size = kLocalSize.get();
+    if (local_size > 0)
+      node_key_ = "block " + std::to_string(rank / local_size);
+    else
+      node_key_ = kHostId.get().empty() ? std::string(host) : "id " + kHostId.get();
+  }
+  std::memcpy(record->data() + kNodeKeyAt, node_key_.data(),
+              std::min(node_key_.size(), kHostNameBytes - 1));
   return Status::Ok();
+}
+
+// The same-node transport: CIUIC_LOCAL_TRANSPORT names it, or "auto" takes the first
+// same-host-only entry of the registry that works (only when the network transport was
+// auto's pick too: a forced CIUIC_TRANSPORT means every byte goes over it).
+Status Communicator::open_local_endpoint(const transport::TransportOptions& options) {
+  const std::string wanted = kLocalTransport.get();
+  if (wanted == "none" || wanted.empty()) return Status::Ok();
+  if (wanted == "auto") {
+    if (kTransport.get() != "auto") return Status::Ok();
+    std::string skipped;
+    for (const auto& e : transport::registered_transports()) {
+      if (!e.same_host_only) continue;
+      Status s = e.create(options, &local_.transport);
+      if (!s.ok()) {
+        skipped += std::string("; ") + e.name + " unavailable: " + s.message();
+        continue;
+      }
+      s = local_.transport->listen(0, &local_.listener);
+      if (s.ok()) {
+        local_.why = std::string("auto chose ") + e.name + " for peers on this node" + skipped;
+        return Status::Ok();
+      }
+      CIUIC_LOG_INFO(log::kInit, "%s cannot listen (%s): peers on this node use %s", e.name,
+                     s.message().c_str(), network_.transport->name());
+      local_ = Endpoint();
+      return Status::Ok();
+    }
+    return Status::Ok();
+  }
+  if (wanted == network_.transport->name()) return Status::Ok();  // one listener serves all
+  CIUIC_RETURN_IF_ERROR(transport::create_transport(wanted, options, &local_.transport, &local_.why)
+                            .prefix("CIUIC_LOCAL_TRANSPORT"));
+  return local_.transport->listen(0, &local_.listener).prefix("CIUIC_LOCAL_TRANSPORT " + wanted);
 }
 
 Status Communicator::adopt_peers(const std::vector<std::vector<uint8_t>>& records) {
@@ -147,33 +233,60 @@ Status Communicator::adopt_peers(const std::vector<std::vector<uint8_t>>& record
   if (records.size() != static_cast<size_t>(nranks_))
     return internal_error(where + ": " + std::to_string(records.size()) + " endpoint records for " +
                           std::to_string(nranks_) + " ranks");
-  const char* my_host = reinterpret_cast<const char*>(records[rank_].data() + transport::kHandleBytes);
-  handles_.resize(static_cast<size_t>(nranks_));
-  peer_names_.resize(static_cast<size_t>(nranks_));
-  peers_.resize(static_cast<size_t>(nranks_));
-  int local_ranks = 0;
   for (int r = 0; r < nranks_; ++r) {
     const std::vector<uint8_t>& rec = records[r];
-    if (rec.size() != kEndpointRecordBytes || rec.back() != 0)
+    if (rec.size() != kEndpointRecordBytes || rec[kNodeKeyAt - 1] != 0 || rec.back() != 0)
       return internal_error(where + ": malformed endpoint record from rank " + std::to_string(r));
-    std::memcpy(handles_[r].bytes, rec.data(), transport::kHandleBytes);
-    std::string host(reinterpret_cast<const char*>(rec.data() + transport::kHandleBytes));
+  }
+  const std::string my_host = record_text(records[rank_], kHostNameAt);
+  const transport::TransportEntry* network_entry = find_entry(network_.transport->name());
+  const bool network_same_host_only = network_entry != nullptr && network_entry->same_host_only;
+  peer_names_.resize(static_cast<size_t>(nranks_));
+  peers_.resize(static_cast<size_t>(nranks_));
+  auto nodes = std::make_shared<std::vector<int>>(static_cast<size_t>(nranks_));
+  std::vector<std::string> node_keys;
+  int local_ranks = 0, node_peers = 0, node_count = 0;
+  for (int r = 0; r < nranks_; ++r) {
+    const std::vector<uint8_t>& rec = records[r];
+    const std::string host = record_text(rec, kHostNameAt);
+    const std::string key = record_text(rec, kNodeKeyAt);
+    auto found = std::find(node_keys.begin(), node_keys.end(), key);
+    (*nodes)[r] = static_cast<int>(found - node_keys.begin());
+    if (found == node_keys.end()) node_keys.push_back(key);
     peer_names_[r] = "rank " + std::to_string(r) + " on " + host;
     if (host == my_host) ++local_ranks;
+    if (network_same_host_only && host != my_host)
+      return invalid_argument(where + ": CIUIC_TRANSPORT=" + network_.transport->name() +
+                              " reaches only ranks on this host (" + my_host + "), but rank " +
+                              std::to_string(r) + " is on " + host +
+                              ": use a network transport (tcp, ibverbs)");
+    Peer& peer = peers_[r];
+    peer.local = local_.listener && (rec[0] & kHasLocalListener) && host == my_host &&
+                 key == node_key_ && r != rank_;
+    std::memcpy(peer.handle.bytes, rec.data() + (peer.local ? kLocalHandleAt : kNetHandleAt),
+                transport::kHandleBytes);
+    if (peer.local) ++node_peers;
   }
+  node_count = static_cast<int>(node_keys.size());
+  node_of_rank_ = std::move(nodes);
   // More ranks on this host than cores we may run on: a waiting rank yields its core to
   // one with work (as Open MPI does when oversubscribed); otherwise it polls undisturbed.
   cpu_set_t cpus;
   const int cores = sched_getaffinity(0, sizeof(cpus), &cpus) == 0 ? CPU_COUNT(&cpus) : 1;
   oversubscribed_ = local_ranks > cores;
   transport::DeviceProperties props;
-  CIUIC_RETURN_IF_ERROR(transport_->device_properties(0, &props).prefix(where));
+  CIUIC_RETURN_IF_ERROR(network_.transport->device_properties(0, &props).prefix(where));
+  std::string local_text;
+  if (local_.transport)
+    local_text = ", " + std::string(local_.transport->name()) + " to " +
+                 std::to_string(node_peers) + " peer(s) on this node (" + local_.why + ")";
   CIUIC_LOG_INFO(log::kInit,
-                 "ciuic %d.%d.%d %s (%s): transport %s, device %s, %s; %d ranks on this host, "
-                 "%d cores: %s when idle",
+                 "ciuic %d.%d.%d %s (%s): transport %s, device %s, %s%s; %d node(s), %d ranks on "
+                 "this host, %d cores: %s when idle",
                  CIUIC_VERSION_MAJOR, CIUIC_VERSION_MINOR, CIUIC_VERSION_PATCH, where.c_str(),
-                 name_space_.c_str(), transport_->name(), props.name.c_str(), transport_why_.c_str(),
-                 local_ranks, cores, oversubscribed_ ? "yield" : "poll");
+                 name_space_.c_str(), network_.transport->name(), props.name.c_str(),
+                 network_.why.c_str(), local_text.c_str(), node_count, local_ranks, cores,
+                 oversubscribed_ ? "yield" : "poll");
   return Status::Ok();
 }
 
@@ -200,7 +313,8 @@ std::string Communicator::describe_peer(int peer) {
 }
 
 Status Communicator::connect_peers(const coll::Schedule& schedule, Deadline deadline) {
-  std::vector<bool> need_send(static_cast<size_t>(nranks_)), need_recv(static_cast<size_t>(nranks_));
+  std::vector<bool> need_send(static_cast<size_t>(nranks_)),
+      need_recv(static_cast<size_t>(nranks_));
   for (const coll::Step& st : schedule.steps) {
     if (st.kind == coll::StepKind::kSend) need_send[st.peer] = true;
     if (st.kind == coll::StepKind::kRecv) need_recv[st.peer] = true;
@@ -219,7 +333,8 @@ Status Communicator::connect_peers(const coll::Schedule& schedule, Deadline dead
       missing = true;
       if (!peer.send) {
         if (!peer.connecting)
-          CIUIC_RETURN_IF_ERROR(transport_->connect(0, handles_[p], &peer.connecting)
+          CIUIC_RETURN_IF_ERROR((peer.local ? local_ : network_)
+                                    .transport->connect(0, peer.handle, &peer.connecting)
                                     .prefix("connecting to " + describe_peer(p)));
         CIUIC_RETURN_IF_ERROR(
             peer.connecting->progress(&peer.send).prefix("connecting to " + describe_peer(p)));
@@ -235,19 +350,23 @@ Status Communicator::connect_peers(const coll::Schedule& schedule, Deadline dead
                                 .prefix("greeting " + describe_peer(p)));
       bool done = false;
       while (req != nullptr && !done) {
-        CIUIC_RETURN_IF_ERROR(peer.send->test(req, &done, nullptr).prefix("greeting " + describe_peer(p)));
+        CIUIC_RETURN_IF_ERROR(
+            peer.send->test(req, &done, nullptr).prefix("greeting " + describe_peer(p)));
         if (deadline.expired()) return timeout_error("greeting " + describe_peer(p) + " timed out");
       }
       peer.hello_sent = req != nullptr;
     }
     // Accept whoever is connecting, and learn who they are from their first message.
-    for (;;) {
-      std::unique_ptr<transport::RecvChannel> channel;
-      CIUIC_RETURN_IF_ERROR(listener_->accept(&channel).prefix("accepting a connection"));
-      if (!channel) break;
-      greetings_.push_back(std::make_unique<Greeting>());
-      greetings_.back()->channel = std::move(channel);
-      progressed = true;
+    for (Endpoint* endpoint : {&network_, &local_}) {
+      while (endpoint->listener) {
+        std::unique_ptr<transport::RecvChannel> channel;
+        CIUIC_RETURN_IF_ERROR(endpoint->listener->accept(&channel).prefix(
+            std::string("accepting a connection (") + endpoint->transport->name() + ")"));
+        if (!channel) break;
+        greetings_.push_back(std::make_unique<Greeting>());
+        greetings_.back()->channel = std::move(channel);
+        progressed = true;
+      }
     }
     for (size_t g = 0; g < greetings_.size();) {
       Greeting& greet = *greetings_[g];
@@ -257,7 +376,10 @@ Status Communicator::connect_peers(const coll::Schedule& schedule, Deadline dead
         int tag = kHelloTag;
         transport::MemoryRegion* region = nullptr;
         CIUIC_RETURN_IF_ERROR(greet.channel->irecv(1, &data, &size, &tag, &region, &greet.request));
-        if (greet.request == nullptr) { ++g; continue; }
+        if (greet.request == nullptr) {
+          ++g;
+          continue;
+        }
       }
       bool done = false;
       size_t got = 0;
@@ -268,7 +390,10 @@ Status Communicator::connect_peers(const coll::Schedule& schedule, Deadline dead
         greetings_.erase(greetings_.begin() + static_cast<long>(g));
         continue;
       }
-      if (!done) { ++g; continue; }
+      if (!done) {
+        ++g;
+        continue;
+      }
       int from = static_cast<int>(greet.words[1]);
       if (got != sizeof(greet.words) || greet.words[0] != kHelloMagic || from < 0 ||
           from >= nranks_ || peers_[from].recv) {
@@ -300,7 +425,8 @@ Status Communicator::connect_peers(const coll::Schedule& schedule, Deadline dead
     }
     if (++idle < 16) continue;
     std::vector<pollfd> fds;
-    listener_->collect_poll_fds(&fds);
+    network_.listener->collect_poll_fds(&fds);
+    if (local_.listener) local_.listener->collect_poll_fds(&fds);
     for (const Peer& peer : peers_)
       if (peer.connecting) peer.connecting->collect_poll_fds(&fds);
     for (const auto& greet : greetings_) greet->channel->collect_poll_fds(&fds);
@@ -321,7 +447,10 @@ Status Communicator::schedule_for(const coll::CollectiveArgs& args,
     return Status::Ok();
   }
   auto schedule = std::make_shared<coll::Schedule>();
-  CIUIC_RETURN_IF_ERROR(coll::build_schedule(args, algorithm_for(args.collective), schedule.get()));
+  coll::CollectiveArgs with_nodes = args;
+  with_nodes.node_of_rank = node_of_rank_;
+  CIUIC_RETURN_IF_ERROR(
+      coll::build_schedule(with_nodes, algorithm_for(args.collective), schedule.get()));
   if (schedules_.size() >= 256) schedules_.clear();  // bounded: workloads repeat few shapes
   schedules_.emplace(key, schedule);
   *out = schedule;
@@ -347,8 +476,8 @@ Status Communicator::execute(const std::vector<std::shared_ptr<Operation>>& ops)
     if (ops.size() > 1)
       return "group of " + std::to_string(ops.size()) + " send/recv #" + std::to_string(op.seq) +
              "-#" + std::to_string(ops.back()->seq);
-    return std::string(coll::collective_name(op.args.collective)) + " #" +
-           std::to_string(op.seq) + " (" + single->algorithm + ", " +
+    return std::string(coll::collective_name(op.args.collective)) + " #" + std::to_string(op.seq) +
+           " (" + single->algorithm + ", " +
            size_text(op.args.count * reduce::datatype_size(op.args.datatype)) + " " +
            reduce::datatype_name(op.args.datatype) + ")";
   };
@@ -386,7 +515,8 @@ Status Communicator::execute(const std::vector<std::shared_ptr<Operation>>& ops)
   options.deadline = deadline;
   options.aborted = &aborted_;
   options.wake_fd = wake_fd_.get();
-  options.max_in_flight = static_cast<int>(std::clamp<int64_t>(kMaxInFlight.get(), 1, transport::kMaxRequests));
+  options.max_in_flight =
+      static_cast<int>(std::clamp<int64_t>(kMaxInFlight.get(), 1, transport::kMaxRequests));
   options.spin_before_sleep = static_cast<int>(std::max<int64_t>(kSpinCount.get(), 0));
   options.yield_when_idle = oversubscribed_;
   CIUIC_LOG_TRACE(log::kColl, "rank %d: %s starts, %zu steps", rank_, label().c_str(),
@@ -431,9 +561,8 @@ void Communicator::drive_queue(Operation* until) {
       const auto& head = queue_.front();
       if (until == nullptr && point_to_point(head->args) && head->seq > started_upto_seq_) return;
       group.push_back(head);
-      for (size_t i = 1; i < queue_.size() && point_to_point(head->args) &&
-                         point_to_point(queue_[i]->args);
-           ++i)
+      for (size_t i = 1;
+           i < queue_.size() && point_to_point(head->args) && point_to_point(queue_[i]->args); ++i)
         group.push_back(queue_[i]);
     }
     Status s = execute(group);
@@ -533,7 +662,8 @@ Status Communicator::split(int color, int key, std::unique_ptr<Communicator>* ou
   if (broken_.load() || aborted_.load())
     return aborted_error("cannot split a communicator that failed or was aborted");
   const uint64_t seq = ++split_count_;
-  const std::string ns = name_space_ + "/split" + std::to_string(seq) + "/color" + std::to_string(color);
+  const std::string ns =
+      name_space_ + "/split" + std::to_string(seq) + "/color" + std::to_string(color);
   constexpr size_t kWords = 3 * sizeof(int32_t);
   std::vector<uint8_t> mine(kWords + kEndpointRecordBytes, 0);
   const int32_t words[3] = {color, key, rank_};
@@ -542,8 +672,10 @@ Status Communicator::split(int color, int key, std::unique_ptr<Communicator>* ou
   if (color >= 0) {
     // Rank and size are fixed once every color is known; the endpoint does not depend on them.
     child.reset(new Communicator());
+    child->node_key_ = node_key_;
     std::vector<uint8_t> record;
-    CIUIC_RETURN_IF_ERROR(child->open_endpoint(id_, ns, 0, 1, &record).prefix("split on rank " + std::to_string(rank_)));
+    CIUIC_RETURN_IF_ERROR(child->open_endpoint(id_, ns, 0, 1, &record)
+                              .prefix("split on rank " + std::to_string(rank_)));
     std::memcpy(mine.data() + kWords, record.data(), record.size());
   }
   std::vector<uint8_t> gathered(mine.size() * static_cast<size_t>(nranks_));
@@ -587,7 +719,8 @@ void Communicator::abort() {
   std::unique_lock<std::mutex> exec(exec_mutex_, std::try_to_lock);
   // Nobody is driving: tell the peers now. Otherwise the driver sees the flag at its next
   // iteration (the wake fd interrupts its poll) and does it.
-  if (exec.owns_lock()) break_with(aborted_error("rank " + std::to_string(rank_) + " aborted the communicator"));
+  if (exec.owns_lock())
+    break_with(aborted_error("rank " + std::to_string(rank_) + " aborted the communicator"));
 }
 
 }  // namespace ciuic::core

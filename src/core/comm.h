@@ -86,6 +86,7 @@ class Communicator final : public coll::PeerLinks {
   // rank's endpoint record (listener handle and host name) for the others.
   Status open_endpoint(const UniqueId& id, const std::string& name_space, int rank, int nranks,
                        std::vector<uint8_t>* record);
+  Status open_local_endpoint(const transport::TransportOptions& options);
   // Takes every rank's endpoint record, in rank order.
   Status adopt_peers(const std::vector<std::vector<uint8_t>>& records);
   Status enqueue(const coll::CollectiveArgs& args, const coll::Buffers& buffers,
@@ -110,12 +111,23 @@ class Communicator final : public coll::PeerLinks {
   std::shared_ptr<StoreServer> server_;  // held by the process that serves the store
   std::unique_ptr<StoreClient> store_;
 
-  std::unique_ptr<transport::Transport> transport_;
-  std::unique_ptr<transport::Listener> listener_;
-  std::string transport_why_;  // why this transport ("auto chose tcp ...") for the startup line
-  std::vector<transport::ConnectHandle> handles_;
-  std::vector<std::string> peer_names_;  // "rank 2 (127.0.0.1:4000)"
+  // Two transports: the network one reaches every rank; the local one (shm), when there is
+  // one, serves the ranks on this node. Each has its listener; a peer uses one of them.
+  struct Endpoint {
+    std::unique_ptr<transport::Transport> transport;
+    std::unique_ptr<transport::Listener> listener;
+    std::string why;  // "auto chose tcp ..." for the startup line
+  };
+  Endpoint network_;
+  Endpoint local_;  // transport null: none, every peer goes over the network
+  // This rank's node: CIUIC_LOCAL_SIZE's block, else CIUIC_HOSTID, else the host name.
+  // A split child inherits its parent's, so a block keeps meaning the same ranks.
+  std::string node_key_;
+  std::shared_ptr<const std::vector<int>> node_of_rank_;
+  std::vector<std::string> peer_names_;  // "rank 2 on host-a"
   struct Peer {
+    transport::ConnectHandle handle;  // of the listener this peer is reached through
+    bool local = false;               // through local_ (same node, same host)
     std::unique_ptr<transport::Connector> connecting;
     std::unique_ptr<transport::SendChannel> send;
     std::unique_ptr<transport::RecvChannel> recv;
