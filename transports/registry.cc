@@ -6,12 +6,14 @@ namespace ciuic::transport {
 
 Status create_tcp_transport(const TransportOptions& options, std::unique_ptr<Transport>* out);
 Status create_ibverbs_transport(const TransportOptions& options, std::unique_ptr<Transport>* out);
+Status create_shm_transport(const TransportOptions& options, std::unique_ptr<Transport>* out);
 
 // One line per transport. Order is preference for "auto": the first that works wins.
 const std::vector<TransportEntry>& registered_transports() {
   static const std::vector<TransportEntry> entries = {
       {"ibverbs", &create_ibverbs_transport, "RDMA over InfiniBand/RoCE (libibverbs)"},
       {"tcp", &create_tcp_transport, "TCP sockets, striped over several connections"},
+      {"shm", &create_shm_transport, "shared memory between processes of one host", true},
   };
   return entries;
 }
