@@ -109,6 +109,12 @@ CIUIC_API ciuic_result_t ciuic_comm_destroy(ciuic_comm_t comm);
 CIUIC_API ciuic_result_t ciuic_comm_abort(ciuic_comm_t comm);
 CIUIC_API ciuic_result_t ciuic_comm_rank(ciuic_comm_t comm, int* rank);
 CIUIC_API ciuic_result_t ciuic_comm_size(ciuic_comm_t comm, int* size);
+/* The deadline, in ms, of every operation issued on `comm` from now on (a job whose
+ * checkpoint all-gather legitimately takes minutes, or a health probe that must fail in a
+ * second). 0 restores CIUIC_TIMEOUT_MS; negative is CIUIC_ERR_INVALID_ARGUMENT. A split
+ * inherits its parent's. Operations already issued keep the deadline they started with. */
+CIUIC_API ciuic_result_t ciuic_comm_set_timeout(ciuic_comm_t comm, int64_t timeout_ms);
+CIUIC_API ciuic_result_t ciuic_comm_get_timeout(ciuic_comm_t comm, int64_t* timeout_ms);
 /* The last error's message on this communicator (which rank, which peer, what happened);
  * "" if none. Valid until the next call on the communicator. Also works on NULL (errors
  * of calls that had no communicator yet, e.g. init, per thread). */

@@ -132,21 +132,27 @@ Status run(const Options& o, const core::LaunchInfo& info) {
     } else {
       std::vector<double> samples;
       Deadline deadline = Deadline::after_ms(120000);
+      std::vector<char> inbox(buf.size());
       void* data = buf.data();
+      void* into = inbox.data();
       size_t size = bytes;
       int tag = 0;
       for (int i = 0; i < iters; ++i) {
         auto t0 = std::chrono::steady_clock::now();
-        transport::Request* req = nullptr;
-        for (int round = 0; round < 2; ++round) {
-          const bool sending = (round == 0) == (info.rank == 0);
-          do {
-            if (sending) CIUIC_RETURN_IF_ERROR(link.send->isend(data, size, tag, nullptr, &req));
-            else CIUIC_RETURN_IF_ERROR(link.recv->irecv(1, &data, &size, &tag, nullptr, &req));
-          } while (req == nullptr);
-          if (sending) CIUIC_RETURN_IF_ERROR(wait_done(link.send.get(), true, req, deadline));
-          else CIUIC_RETURN_IF_ERROR(wait_done(link.recv.get(), false, req, deadline));
-        }
+        // Each rank posts its receive first, as the collectives' executor does and as
+        // perftest pre-posts its receive WQEs: a receiver-driven transport (ibverbs'
+        // FIFO) then announces the buffer while the other side is still busy.
+        transport::Request* recv_req = nullptr;
+        transport::Request* send_req = nullptr;
+        do {
+          CIUIC_RETURN_IF_ERROR(link.recv->irecv(1, &into, &size, &tag, nullptr, &recv_req));
+        } while (recv_req == nullptr);
+        if (info.rank == 1) CIUIC_RETURN_IF_ERROR(wait_done(link.recv.get(), false, recv_req, deadline));
+        do {
+          CIUIC_RETURN_IF_ERROR(link.send->isend(data, size, tag, nullptr, &send_req));
+        } while (send_req == nullptr);
+        CIUIC_RETURN_IF_ERROR(wait_done(link.send.get(), true, send_req, deadline));
+        if (info.rank == 0) CIUIC_RETURN_IF_ERROR(wait_done(link.recv.get(), false, recv_req, deadline));
         double us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count() / 2;
         if (i >= o.warmup) samples.push_back(us);
       }

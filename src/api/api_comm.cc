@@ -198,6 +198,22 @@ ciuic_result_t ciuic_comm_size(ciuic_comm_t comm, int* size) {
   return CIUIC_SUCCESS;
 }
 
+ciuic_result_t ciuic_comm_set_timeout(ciuic_comm_t comm, int64_t timeout_ms) {
+  std::shared_ptr<ciuic_comm> h;
+  Status s = api::lookup(comm, &h);
+  if (!s.ok()) return api::record(nullptr, s);
+  return api::record_for(h, h->impl->set_timeout_ms(timeout_ms).prefix("ciuic_comm_set_timeout"));
+}
+
+ciuic_result_t ciuic_comm_get_timeout(ciuic_comm_t comm, int64_t* timeout_ms) {
+  std::shared_ptr<ciuic_comm> h;
+  Status s = api::lookup(comm, &h);
+  if (!s.ok()) return api::record(nullptr, s);
+  if (timeout_ms == nullptr) return api::record_for(h, invalid_argument("timeout_ms (output) is NULL"));
+  *timeout_ms = h->impl->timeout_ms();
+  return CIUIC_SUCCESS;
+}
+
 const char* ciuic_comm_get_last_error(ciuic_comm_t comm) {
   std::shared_ptr<ciuic_comm> h;
   if (comm != nullptr && api::lookup(comm, &h).ok()) {

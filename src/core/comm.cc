@@ -123,6 +123,20 @@ std::string original_failure(const std::string& message) {
 
 std::string configured_transport() { return kTransport.get(); }
 
+int64_t Communicator::timeout_ms() const {
+  const int64_t mine = timeout_ms_.load(std::memory_order_relaxed);
+  return mine > 0 ? mine : kTimeoutMs.get();
+}
+
+Status Communicator::set_timeout_ms(int64_t ms) {
+  if (ms < 0)
+    return invalid_argument("timeout " + std::to_string(ms) +
+                            " ms is negative (0 restores CIUIC_TIMEOUT_MS, " +
+                            std::to_string(kTimeoutMs.get()) + " ms)");
+  timeout_ms_.store(ms, std::memory_order_relaxed);
+  return Status::Ok();
+}
+
 Status serve_root_if_rank0(const LaunchInfo& info) {
   if (info.rank != 0 || find_server(info.id.root)) return Status::Ok();
   std::shared_ptr<StoreServer> server;
@@ -416,7 +430,7 @@ Status Communicator::connect_peers(const coll::Schedule& schedule, Deadline dead
         if (need_recv[p] && !peers_[p].recv) who += " receive from " + describe_peer(p) + ";";
       }
       return timeout_error("rank " + std::to_string(rank_) + " could not connect within " +
-                           std::to_string(kTimeoutMs.get()) + " ms:" + who +
+                           std::to_string(timeout_ms()) + " ms:" + who +
                            " is that rank alive and reachable?");
     }
     if (progressed) {
@@ -501,7 +515,7 @@ Status Communicator::execute(const std::vector<std::shared_ptr<Operation>>& ops)
     group->finalize();
     schedule = group;
   }
-  Deadline deadline = Deadline::after_ms(kTimeoutMs.get());
+  Deadline deadline = Deadline::after_ms(timeout_ms());
   Status s = connect_peers(*schedule, deadline);
   if (!s.ok()) {
     s.prefix(label());
@@ -673,6 +687,7 @@ Status Communicator::split(int color, int key, std::unique_ptr<Communicator>* ou
     // Rank and size are fixed once every color is known; the endpoint does not depend on them.
     child.reset(new Communicator());
     child->node_key_ = node_key_;
+    child->timeout_ms_.store(timeout_ms_.load());
     std::vector<uint8_t> record;
     CIUIC_RETURN_IF_ERROR(child->open_endpoint(id_, ns, 0, 1, &record)
                               .prefix("split on rank " + std::to_string(rank_)));

@@ -71,6 +71,10 @@ class Communicator final : public coll::PeerLinks {
   void kick(const std::shared_ptr<Operation>& op);
 
   Status split(int color, int key, std::unique_ptr<Communicator>* out);
+  // The deadline of each later operation, in ms: CIUIC_TIMEOUT_MS unless set here (> 0);
+  // 0 goes back to CIUIC_TIMEOUT_MS. A split child starts with its parent's.
+  Status set_timeout_ms(int64_t ms);
+  int64_t timeout_ms() const;
   // Any thread, never blocks on peers or on a stuck thread.
   void abort();
 
@@ -159,6 +163,7 @@ class Communicator final : public coll::PeerLinks {
   // later collective), so that an isend and the irecv issued after it start together.
   uint64_t started_upto_seq_ = 0;
 
+  std::atomic<int64_t> timeout_ms_{0};  // 0: CIUIC_TIMEOUT_MS
   std::atomic<bool> aborted_{false};
   std::atomic<bool> broken_{false};
   std::mutex error_mutex_;

@@ -263,6 +263,59 @@ TEST(ApiInit, PeerThatNeverJoinsTimesOut) {
   EXPECT_NE(message.find("rank 0"), std::string::npos) << message;
 }
 
+// A per-communicator deadline bounds an operation a peer never joins, whatever
+// CIUIC_TIMEOUT_MS says (here ten minutes: without the override this test would hang
+// until CTest kills it).
+TEST(ApiTimeout, PerCommunicatorDeadlineOverridesTheDefault) {
+  ScopedConfig timeout("CIUIC_TIMEOUT_MS", "600000");
+  Cluster cluster(2);
+  ASSERT_TRUE(cluster.ok());
+  int64_t ms = -1;
+  ASSERT_EQ(ciuic_comm_get_timeout(cluster.comm(0), &ms), CIUIC_SUCCESS);
+  EXPECT_EQ(ms, 600000);
+  ASSERT_EQ(ciuic_comm_set_timeout(cluster.comm(0), 300), CIUIC_SUCCESS);
+  ASSERT_EQ(ciuic_comm_get_timeout(cluster.comm(0), &ms), CIUIC_SUCCESS);
+  EXPECT_EQ(ms, 300);
+  ASSERT_EQ(ciuic_comm_get_timeout(cluster.comm(1), &ms), CIUIC_SUCCESS);
+  EXPECT_EQ(ms, 600000) << "the other communicator keeps the default";
+  // Rank 1 never calls: rank 0's allreduce must fail by its own deadline.
+  std::vector<float> send(64, 1.0f), recv(64);
+  EXPECT_EQ(ciuic_allreduce(send.data(), recv.data(), 64, CIUIC_FLOAT32, CIUIC_SUM, cluster.comm(0), nullptr),
+            CIUIC_ERR_TIMEOUT);
+  const std::string message = ciuic_comm_get_last_error(cluster.comm(0));
+  EXPECT_NE(message.find("rank 1"), std::string::npos) << message;
+}
+
+TEST(ApiTimeout, BadValuesAreRejectedZeroRestoresAndSplitsInherit) {
+  ScopedConfig timeout("CIUIC_TIMEOUT_MS", "45000");
+  Cluster cluster(3);
+  ASSERT_TRUE(cluster.ok());
+  for (int r = 0; r < 3; ++r) {
+    ciuic_comm_t comm = cluster.comm(r);
+    ASSERT_EQ(ciuic_comm_set_timeout(comm, 1234), CIUIC_SUCCESS);
+    EXPECT_EQ(ciuic_comm_set_timeout(comm, -5), CIUIC_ERR_INVALID_ARGUMENT);
+    const std::string message = ciuic_comm_get_last_error(comm);
+    EXPECT_NE(message.find("-5 ms is negative"), std::string::npos) << message;
+    int64_t ms = 0;
+    EXPECT_EQ(ciuic_comm_get_timeout(comm, nullptr), CIUIC_ERR_INVALID_ARGUMENT);
+    ASSERT_EQ(ciuic_comm_get_timeout(comm, &ms), CIUIC_SUCCESS);
+    EXPECT_EQ(ms, 1234) << "a rejected value changes nothing";
+  }
+  EXPECT_EQ(ciuic_comm_set_timeout(nullptr, 10), CIUIC_ERR_INVALID_ARGUMENT);
+  cluster.run([&](int rank, ciuic_comm_t comm) {
+    ciuic_comm_t sub = nullptr;
+    ASSERT_EQ(ciuic_comm_split(comm, rank % 2, rank, &sub), CIUIC_SUCCESS) << ciuic_comm_get_last_error(comm);
+    int64_t ms = 0;
+    ASSERT_EQ(ciuic_comm_get_timeout(sub, &ms), CIUIC_SUCCESS);
+    EXPECT_EQ(ms, 1234) << "rank " << rank << ": the split inherits its parent's deadline";
+    ASSERT_EQ(ciuic_comm_set_timeout(sub, 0), CIUIC_SUCCESS);
+    ASSERT_EQ(ciuic_comm_get_timeout(sub, &ms), CIUIC_SUCCESS);
+    EXPECT_EQ(ms, 45000) << "rank " << rank << ": 0 restores CIUIC_TIMEOUT_MS";
+    EXPECT_EQ(ciuic_comm_destroy(sub), CIUIC_SUCCESS);
+  });
+  expect_allreduce_works(cluster, "setting deadlines");
+}
+
 TEST(ApiLifecycle, DestroyedCommunicatorIsAnErrorNotACrash) {
   ciuic_unique_id_t id;
   ASSERT_EQ(ciuic_get_unique_id(&id), CIUIC_SUCCESS);
