@@ -12,6 +12,10 @@
 #include "options.h"
 #include "reduce/reduce.h"
 
+#if CIUIC_HAVE_CUDA
+#include <cuda_runtime_api.h>
+#endif
+
 namespace ciuic::perf {
 namespace {
 
@@ -47,26 +51,87 @@ struct Ctx {
   int rank;
   int n;
   size_t elem;
+  ciuic_stream_t stream = nullptr;  // -d cuda: this rank's CUDA stream
 };
+
+// Host memory, or GPU memory with -d cuda (the host fills and checks through copies).
+struct Buf {
+  void* p = nullptr;
+  bool device = false;
+  Buf(size_t bytes, bool on_device = false) : device(on_device) {
+#if CIUIC_HAVE_CUDA
+    if (device) {
+      if (cudaMalloc(&p, bytes > 0 ? bytes : 1) != cudaSuccess) p = nullptr;
+      else cudaMemset(p, 0, bytes);
+      return;
+    }
+#endif
+    if (posix_memalign(&p, 4096, bytes > 0 ? bytes : 1) != 0) p = nullptr;
+    else std::memset(p, 0, bytes);
+  }
+  ~Buf() {
+#if CIUIC_HAVE_CUDA
+    if (device) {
+      cudaFree(p);
+      return;
+    }
+#endif
+    std::free(p);
+  }
+  Buf(const Buf&) = delete;
+  Buf& operator=(const Buf&) = delete;
+  char* c() const { return static_cast<char*>(p); }
+};
+
+// Host bytes into a buffer of the run's memory, and back (after the stream's work).
+void put(const Ctx& c, void* dst, const void* host, size_t bytes) {
+#if CIUIC_HAVE_CUDA
+  if (c.o.cuda) {
+    cudaMemcpyAsync(dst, host, bytes, cudaMemcpyHostToDevice, static_cast<cudaStream_t>(c.stream));
+    cudaStreamSynchronize(static_cast<cudaStream_t>(c.stream));
+    return;
+  }
+#endif
+  std::memcpy(dst, host, bytes);
+}
+void get(const Ctx& c, void* host, const void* src, size_t bytes) {
+#if CIUIC_HAVE_CUDA
+  if (c.o.cuda) {
+    cudaMemcpyAsync(host, src, bytes, cudaMemcpyDeviceToHost, static_cast<cudaStream_t>(c.stream));
+    cudaStreamSynchronize(static_cast<cudaStream_t>(c.stream));
+    return;
+  }
+#endif
+  std::memcpy(host, src, bytes);
+}
+// The stream's work is done (-d cuda); nothing to do for host buffers.
+void sync(const Ctx& c) {
+#if CIUIC_HAVE_CUDA
+  if (c.o.cuda) cudaStreamSynchronize(static_cast<cudaStream_t>(c.stream));
+#endif
+}
 
 ciuic_result_t run_once(const Ctx& c, const Shape& s, const void* send, void* recv) {
   const std::string& cmd = c.o.command;
-  if (cmd == "allreduce") return ciuic_allreduce(send, recv, s.count, c.o.datatype, c.o.op, c.comm, nullptr);
-  if (cmd == "allgather") return ciuic_allgather(send, recv, s.count, c.o.datatype, c.comm, nullptr);
+  ciuic_stream_t st = c.stream;
+  if (cmd == "allreduce") return ciuic_allreduce(send, recv, s.count, c.o.datatype, c.o.op, c.comm, st);
+  if (cmd == "allgather") return ciuic_allgather(send, recv, s.count, c.o.datatype, c.comm, st);
   if (cmd == "reduce_scatter")
-    return ciuic_reduce_scatter(send, recv, s.count, c.o.datatype, c.o.op, c.comm, nullptr);
-  if (cmd == "broadcast") return ciuic_broadcast(send, recv, s.count, c.o.datatype, c.o.root, c.comm, nullptr);
-  if (cmd == "reduce") return ciuic_reduce(send, recv, s.count, c.o.datatype, c.o.op, c.o.root, c.comm, nullptr);
-  if (cmd == "alltoall") return ciuic_alltoall(send, recv, s.count, c.o.datatype, c.comm, nullptr);
+    return ciuic_reduce_scatter(send, recv, s.count, c.o.datatype, c.o.op, c.comm, st);
+  if (cmd == "broadcast") return ciuic_broadcast(send, recv, s.count, c.o.datatype, c.o.root, c.comm, st);
+  if (cmd == "reduce") return ciuic_reduce(send, recv, s.count, c.o.datatype, c.o.op, c.o.root, c.comm, st);
+  if (cmd == "alltoall") return ciuic_alltoall(send, recv, s.count, c.o.datatype, c.comm, st);
   // sendrecv: everyone sends to the next rank and receives from the previous one.
   if (c.n == 1) {
-    std::memcpy(recv, send, s.send_bytes);
+    std::vector<char> tmp(s.send_bytes);
+    get(c, tmp.data(), send, s.send_bytes);
+    put(c, recv, tmp.data(), s.send_bytes);
     return CIUIC_SUCCESS;
   }
   ciuic_request_t reqs[2] = {nullptr, nullptr};
-  ciuic_result_t rc = ciuic_isend(send, s.count, c.o.datatype, (c.rank + 1) % c.n, c.comm, nullptr, &reqs[0]);
+  ciuic_result_t rc = ciuic_isend(send, s.count, c.o.datatype, (c.rank + 1) % c.n, c.comm, st, &reqs[0]);
   if (rc != CIUIC_SUCCESS) return rc;
-  rc = ciuic_irecv(recv, s.count, c.o.datatype, (c.rank + c.n - 1) % c.n, c.comm, nullptr, &reqs[1]);
+  rc = ciuic_irecv(recv, s.count, c.o.datatype, (c.rank + c.n - 1) % c.n, c.comm, st, &reqs[1]);
   ciuic_result_t rc0 = ciuic_wait(&reqs[0]);
   ciuic_result_t rc1 = rc == CIUIC_SUCCESS ? ciuic_wait(&reqs[1]) : rc;
   return rc0 != CIUIC_SUCCESS ? rc0 : rc1;
@@ -95,16 +160,6 @@ void fill_input(void* buf, size_t count, ciuic_datatype_t t, ciuic_op_t op, int 
     }
   }
 }
-
-struct Buf {
-  void* p = nullptr;
-  explicit Buf(size_t bytes) {
-    if (posix_memalign(&p, 4096, bytes > 0 ? bytes : 1) != 0) p = nullptr;
-    else std::memset(p, 0, bytes);
-  }
-  ~Buf() { std::free(p); }
-  char* c() const { return static_cast<char*>(p); }
-};
 
 // What rank c.rank must hold after the collective, or nothing to check (returns false).
 bool expected_output(const Ctx& c, const Shape& s, void* out) {
@@ -191,12 +246,16 @@ bool measure(const Ctx& c, const Shape& s, const Buf& send, const Buf& recv, boo
     return true;
   };
   if (c.o.check) {
-    fill_input(input, input_count(cmd, s, c.n), c.o.datatype, c.o.op, c.rank);
+    const size_t in_count = input_count(cmd, s, c.n);
+    Buf host_input(in_count * c.elem);
+    fill_input(host_input.p, in_count, c.o.datatype, c.o.op, c.rank);
+    put(c, input, host_input.p, in_count * c.elem);
     if (!call()) return false;
-    Buf want(s.recv_bytes);
+    Buf want(s.recv_bytes), got_buf(s.recv_bytes);
+    get(c, got_buf.p, output, s.recv_bytes);
     long long wrong = 0;
     if (expected_output(c, s, want.p)) {
-      const char* got = static_cast<const char*>(output);
+      const char* got = got_buf.c();
       for (size_t i = 0; i < s.recv_bytes / c.elem; ++i)
         if (std::memcmp(got + i * c.elem, want.c() + i * c.elem, c.elem) != 0) ++wrong;
     }
@@ -204,10 +263,12 @@ bool measure(const Ctx& c, const Shape& s, const Buf& send, const Buf& recv, boo
   }
   for (int i = 0; i < c.o.warmup; ++i)
     if (!call()) return false;
+  sync(c);
   if (ciuic_barrier(c.comm, nullptr) != CIUIC_SUCCESS) return false;
   auto t0 = std::chrono::steady_clock::now();
   for (int i = 0; i < c.o.iters; ++i)
     if (!call()) return false;
+  sync(c);  // with a stream, the calls only enqueued: the time ends when the stream is done
   double us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count() / c.o.iters;
   res->time_us = mean_over_ranks(c, us);
   res->algbw = res->time_us > 0 ? static_cast<double>(s.size) / res->time_us / 1e3 : 0;
@@ -249,8 +310,30 @@ int run_collective_bench(const Options& o) {
     ciuic_comm_destroy(comm);
     return 2;
   }
+  std::string memory = "host memory";
+  if (o.cuda) {
+#if CIUIC_HAVE_CUDA
+    int gpus = 0;
+    cudaStream_t stream = nullptr;
+    if (cudaGetDeviceCount(&gpus) != cudaSuccess || gpus == 0 || cudaSetDevice(rank % gpus) != cudaSuccess ||
+        cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking) != cudaSuccess) {
+      std::fprintf(stderr, "ciuic-perf: rank %d: -d cuda needs a GPU: %s\n", rank, cudaGetErrorString(cudaGetLastError()));
+      ciuic_comm_destroy(comm);
+      return 2;
+    }
+    c.stream = stream;
+    cudaDeviceProp prop{};
+    cudaGetDeviceProperties(&prop, rank % gpus);
+    memory = "CUDA memory on " + std::string(prop.name) + " (GPU rank % " + std::to_string(gpus) + "), a stream per rank";
+#else
+    if (rank == 0) std::fprintf(stderr, "ciuic-perf: -d cuda: this build of ciuic has no CUDA support\n");
+    ciuic_comm_destroy(comm);
+    return 2;
+#endif
+  }
   Shape largest = shape_for(o.command, o.max_bytes, c.elem, n);
-  Buf send(std::max(largest.send_bytes, largest.recv_bytes)), recv(std::max(largest.send_bytes, largest.recv_bytes));
+  Buf send(std::max(largest.send_bytes, largest.recv_bytes), o.cuda),
+      recv(std::max(largest.send_bytes, largest.recv_bytes), o.cuda);
   const bool reduces = o.command == "allreduce" || o.command == "reduce_scatter" || o.command == "reduce";
   const bool rooted = o.command == "broadcast" || o.command == "reduce";
   if (rank == 0) {
@@ -258,6 +341,28 @@ int run_collective_bench(const Options& o) {
                 o.command.c_str(), n, core::configured_transport().c_str(),
                 reduce::datatype_name(o.datatype), reduces ? ", op " : "", reduces ? reduce::op_name(o.op) : "",
                 o.iters, o.warmup, o.check);
+    std::printf("# buffers: %s\n", memory.c_str());
+#if CIUIC_HAVE_CUDA
+    if (o.cuda) {  // the GPU's own copy bandwidth, for scale
+      const size_t bytes = std::min<size_t>(std::max<size_t>(largest.send_bytes, 1 << 20), size_t{256} << 20);
+      Buf a(bytes, true), b(bytes, true);
+      cudaStream_t st = static_cast<cudaStream_t>(c.stream);
+      cudaEvent_t e0, e1;
+      cudaEventCreate(&e0);
+      cudaEventCreate(&e1);
+      for (int i = 0; i < 2; ++i) cudaMemcpyAsync(b.p, a.p, bytes, cudaMemcpyDeviceToDevice, st);
+      cudaEventRecord(e0, st);
+      for (int i = 0; i < 10; ++i) cudaMemcpyAsync(b.p, a.p, bytes, cudaMemcpyDeviceToDevice, st);
+      cudaEventRecord(e1, st);
+      cudaEventSynchronize(e1);
+      float ms = 0;
+      cudaEventElapsedTime(&ms, e0, e1);
+      std::printf("# cudaMemcpy device to device, %zu bytes: %.1f GB/s (bytes copied / time)\n", bytes,
+                  ms > 0 ? 10.0 * static_cast<double>(bytes) / (ms * 1e6) : 0.0);
+      cudaEventDestroy(e0);
+      cudaEventDestroy(e1);
+    }
+#endif
     std::printf("#\n#                                                    out-of-place                       in-place\n");
     std::printf("#       size         count      type   redop    root     time   algbw   busbw #wrong     time   algbw   busbw #wrong\n");
     std::printf("#        (B)    (elements)                               (us)  (GB/s)  (GB/s)            (us)  (GB/s)  (GB/s)\n");
@@ -312,6 +417,9 @@ int run_collective_bench(const Options& o) {
     }
   }
   ciuic_comm_destroy(comm);
+#if CIUIC_HAVE_CUDA
+  if (c.stream != nullptr) cudaStreamDestroy(static_cast<cudaStream_t>(c.stream));
+#endif
   if (status == 0 && wrong_total != 0) status = 3;
   return status;
 }

@@ -75,7 +75,10 @@ collectives: allreduce allgather reduce_scatter broadcast reduce alltoall sendre
   -w, --warmup_iters N  untimed iterations first (default 5)
   -c, --check 0|1       verify results and count wrong elements (default 1)
   -d, --datatype T      int8 uint8 int32 uint32 int64 uint64 float16 bfloat16 float32 float64
-                        (also float, half, double, bf16, int) (default float32)
+                        (also float, half, double, bf16, int) (default float32);
+                        -d cuda / -d host pick the buffers' memory (same as --device)
+      --device host|cuda  buffers in host memory (default) or GPU memory, each rank on GPU
+                        rank % GPUs with its own stream (builds with CUDA)
   -o, --op OP           sum prod min max avg (default sum)
   -r, --root N          root of broadcast/reduce (default 0)
   -N, --nranks N        ranks to start on this machine when no launcher started us (default 4)
@@ -124,6 +127,8 @@ bool parse_options(int argc, char** argv, Options* o, std::string* error) {
     else if (a == "-n" || a == "--iters") ok = parse_int_arg(v, 1, &o->iters);
     else if (a == "-w" || a == "--warmup_iters") ok = parse_int_arg(v, 0, &o->warmup);
     else if (a == "-c" || a == "--check") ok = parse_int_arg(v, 0, &o->check);
+    else if ((a == "-d" || a == "--device") && (v == "cuda" || v == "host")) o->cuda = v == "cuda";
+    else if (a == "--device") return fail("--device takes host or cuda, not " + v);
     else if (a == "-d" || a == "--datatype") ok = parse_datatype(v, &o->datatype);
     else if (a == "-o" || a == "--op") ok = parse_op(v, &o->op);
     else if (a == "-r" || a == "--root") ok = parse_int_arg(v, 0, &o->root);

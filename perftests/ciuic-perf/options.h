@@ -20,6 +20,7 @@ struct Options {
   int warmup = 5;                // -w
   int check = 1;                 // -c
   ciuic_datatype_t datatype = CIUIC_FLOAT32;  // -d
+  bool cuda = false;             // --device cuda (or -d cuda): buffers in GPU memory, on a stream
   ciuic_op_t op = CIUIC_SUM;     // -o
   int root = 0;                  // -r
   int nranks = 4;                // -N: ranks to spawn when no launcher started us

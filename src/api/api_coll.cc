@@ -4,6 +4,7 @@
 #include "api/api_internal.h"
 #include "base/enum_bits.h"
 #include "coll/schedule.h"
+#include "cuda/device.h"
 #include "reduce/reduce.h"
 
 namespace ciuic::api {
@@ -30,10 +31,6 @@ struct Call {
 Status check(const Call& c, int nranks, int rank, coll::CollectiveArgs* args, coll::Buffers* buffers) {
   const char* name = coll::collective_name(c.collective);
   auto bad = [&](const std::string& what) { return invalid_argument(std::string(name) + ": " + what); };
-  if (c.stream != nullptr)
-    return unsupported(std::string(name) +
-                       ": CUDA streams are not supported by this build (host buffers only; pass "
-                       "stream = NULL)");
   if (c.datatype < 0 || c.datatype >= CIUIC_NUM_DATATYPES)
     return bad("datatype " + std::to_string(c.datatype) + " is not a ciuic_datatype_t");
   const auto datatype = static_cast<ciuic_datatype_t>(c.datatype);
@@ -119,12 +116,29 @@ ciuic_result_t issue(ciuic_comm* handle, const Call& call, ciuic_request_t* requ
   coll::Buffers buffers;
   s = check(call, comm->nranks(), comm->rank(), &args, &buffers);
   if (!s.ok()) return record_for(h, s);
+  // CUDA memory or a stream: the communicator's stream engine runs it (src/cuda).
+  cuda::Placement where;
+  s = cuda::place(args, buffers, call.stream, &where);
+  if (!s.ok()) return record_for(h, s);
+  if (where.device) {
+    // A non-blocking send/recv waits, as on the host, for what needs it (docs/gpu.md).
+    const bool deferred = request != nullptr && (call.collective == coll::Collective::kSend ||
+                                                 call.collective == coll::Collective::kRecv);
+    std::shared_ptr<cuda::DeviceOp> device_op;
+    s = h->cuda.issue(comm, args, buffers, where, deferred, request ? &device_op : nullptr);
+    if (!s.ok()) return record_for(h, s);
+    if (request != nullptr) *request = new ciuic_request{comm, h, nullptr, device_op};
+    return CIUIC_SUCCESS;
+  }
+  // Device operations issued earlier reach the communicator first: issue order holds.
+  s = h->cuda.flush();
+  if (!s.ok()) return record_for(h, s);
   if (request == nullptr) return record_for(h, comm->run(args, buffers));
   *request = nullptr;
   std::shared_ptr<core::Operation> op;
   s = comm->submit(args, buffers, &op);
   if (!s.ok()) return record_for(h, s);
-  *request = new ciuic_request{comm, h, op};
+  *request = new ciuic_request{comm, h, op, nullptr};
   return CIUIC_SUCCESS;
 }
 
@@ -233,7 +247,7 @@ ciuic_result_t ciuic_wait(ciuic_request_t* request) {
   if (request == nullptr || *request == nullptr)
     return api::record(nullptr, invalid_argument("ciuic_wait: the request is NULL"));
   ciuic_request* r = *request;
-  Status s = r->comm->wait(r->op);
+  Status s = r->device_op ? cuda::wait(r->device_op) : r->comm->wait(r->op);
   ciuic_result_t code = api::record_for(r->handle, s);
   delete r;
   *request = nullptr;
@@ -244,6 +258,13 @@ ciuic_result_t ciuic_test(ciuic_request_t* request, int* done) {
   if (request == nullptr || *request == nullptr || done == nullptr)
     return api::record(nullptr, invalid_argument("ciuic_test: the request or done is NULL"));
   ciuic_request* r = *request;
+  if (r->device_op) {
+    bool finished = false;
+    Status s = cuda::test(r->device_op, &finished);  // also starts deferred send/recv
+    if (!s.ok()) return api::record_for(r->handle, s);
+    *done = finished ? 1 : 0;
+    return finished ? ciuic_wait(request) : CIUIC_SUCCESS;
+  }
   {
     std::lock_guard<std::mutex> lock(r->op->mutex);
     *done = r->op->finished ? 1 : 0;

@@ -176,6 +176,7 @@ ciuic_result_t ciuic_comm_abort(ciuic_comm_t comm) {
   Status s = api::lookup(comm, &h);
   if (!s.ok()) return api::record(nullptr, s);
   std::shared_ptr<core::Communicator> impl = h->impl;
+  h->cuda.abort();  // an operation waiting for its CUDA stream gives up too
   if (impl) impl->abort();
   return CIUIC_SUCCESS;
 }

@@ -8,17 +8,20 @@
 #include "base/status.h"
 #include "ciuic/ciuic.h"
 #include "core/comm.h"
+#include "cuda/device.h"
 
 struct ciuic_comm {
   std::shared_ptr<ciuic::core::Communicator> impl;
   std::mutex error_mutex;
   std::string last_error;
+  ciuic::cuda::CommState cuda;  // CUDA buffers' stream engine (src/cuda), made on first use
 };
 
 struct ciuic_request {
   std::shared_ptr<ciuic::core::Communicator> comm;  // keeps the communicator alive
   std::shared_ptr<ciuic_comm> handle;                // where errors are recorded
   std::shared_ptr<ciuic::core::Operation> op;
+  std::shared_ptr<ciuic::cuda::DeviceOp> device_op;  // instead of op, for a call on a CUDA stream
 };
 
 namespace ciuic::api {

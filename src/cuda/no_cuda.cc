@@ -1,0 +1,34 @@
+// The CPU-only build's side of cuda/device.h: place() already refuses CUDA buffers and
+// streams here, so these are never reached with work to do.
+#include "cuda/device.h"
+
+#if !CIUIC_HAVE_CUDA
+
+namespace ciuic::cuda {
+
+struct DeviceOp {};
+class Engine {};
+
+CommState::CommState() = default;
+CommState::~CommState() = default;
+
+Status CommState::issue(const std::shared_ptr<core::Communicator>&,
+                        const coll::CollectiveArgs& args, const coll::Buffers&, const Placement&,
+                        bool, std::shared_ptr<DeviceOp>*) {
+  return unsupported(std::string(coll::collective_name(args.collective)) +
+                     ": this build of ciuic has no CUDA support");
+}
+Status CommState::flush() { return Status::Ok(); }
+void CommState::abort() {}
+
+Status wait(const std::shared_ptr<DeviceOp>&) {
+  return unsupported("this build of ciuic has no CUDA support");
+}
+Status test(const std::shared_ptr<DeviceOp>&, bool* done) {
+  *done = true;
+  return unsupported("this build of ciuic has no CUDA support");
+}
+
+}  // namespace ciuic::cuda
+
+#endif  // !CIUIC_HAVE_CUDA
