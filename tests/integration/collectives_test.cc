@@ -21,17 +21,25 @@ enum class Coll { kAllreduce, kReduceScatter, kReduce, kAllgather, kBroadcast, k
 
 const char* name(Coll c) {
   switch (c) {
-    case Coll::kAllreduce: return "allreduce";
-    case Coll::kReduceScatter: return "reduce_scatter";
-    case Coll::kReduce: return "reduce";
-    case Coll::kAllgather: return "allgather";
-    case Coll::kBroadcast: return "broadcast";
-    case Coll::kAlltoall: return "alltoall";
+    case Coll::kAllreduce:
+      return "allreduce";
+    case Coll::kReduceScatter:
+      return "reduce_scatter";
+    case Coll::kReduce:
+      return "reduce";
+    case Coll::kAllgather:
+      return "allgather";
+    case Coll::kBroadcast:
+      return "broadcast";
+    case Coll::kAlltoall:
+      return "alltoall";
   }
   return "?";
 }
 
-bool reduces(Coll c) { return c == Coll::kAllreduce || c == Coll::kReduceScatter || c == Coll::kReduce; }
+bool reduces(Coll c) {
+  return c == Coll::kAllreduce || c == Coll::kReduceScatter || c == Coll::kReduce;
+}
 
 enum class Placement { kOutOfPlace, kInPlacePointer, kInPlaceToken };
 
@@ -44,10 +52,11 @@ struct Case {
   Placement placement;
   int root;
   std::string describe() const {
-    static const char* kPlace[] = {"out of place", "in place (pointers)", "in place (CIUIC_IN_PLACE)"};
-    return std::string(name(coll)) + " n=" + std::to_string(n) + " " + reduce::datatype_name(type) + " " +
-           reduce::op_name(op) + " count=" + std::to_string(count) + " root=" + std::to_string(root) + " " +
-           kPlace[static_cast<int>(placement)];
+    static const char* kPlace[] = {"out of place", "in place (pointers)",
+                                   "in place (CIUIC_IN_PLACE)"};
+    return std::string(name(coll)) + " n=" + std::to_string(n) + " " + reduce::datatype_name(type) +
+           " " + reduce::op_name(op) + " count=" + std::to_string(count) +
+           " root=" + std::to_string(root) + " " + kPlace[static_cast<int>(placement)];
   }
 };
 
@@ -68,14 +77,16 @@ bool expected(const Case& c, int rank, std::vector<char>* out) {
       if (rank != c.root) return false;
       [[fallthrough]];
     case Coll::kAllreduce:
-      for (size_t i = 0; i < c.count; ++i) reduced_value(c.type, c.op, c.n, i, out->data() + i * elem);
+      for (size_t i = 0; i < c.count; ++i)
+        reduced_value(c.type, c.op, c.n, i, out->data() + i * elem);
       return true;
     case Coll::kReduceScatter:
       for (size_t i = 0; i < c.count; ++i)
         reduced_value(c.type, c.op, c.n, rank * c.count + i, out->data() + i * elem);
       return true;
     case Coll::kAllgather:
-      for (int r = 0; r < c.n; ++r) fill_input(out->data() + r * c.count * elem, c.count, c.type, c.op, r);
+      for (int r = 0; r < c.n; ++r)
+        fill_input(out->data() + r * c.count * elem, c.count, c.type, c.op, r);
       return true;
     case Coll::kBroadcast:
       fill_input(out->data(), c.count, c.type, c.op, c.root);
@@ -127,12 +138,24 @@ std::string run_rank(const Case& c, int rank, ciuic_comm_t comm) {
   }
   ciuic_result_t rc = CIUIC_SUCCESS;
   switch (c.coll) {
-    case Coll::kAllreduce: rc = ciuic_allreduce(sendbuf, recvbuf, c.count, c.type, c.op, comm, nullptr); break;
-    case Coll::kReduceScatter: rc = ciuic_reduce_scatter(sendbuf, recvbuf, c.count, c.type, c.op, comm, nullptr); break;
-    case Coll::kReduce: rc = ciuic_reduce(sendbuf, recvbuf, c.count, c.type, c.op, c.root, comm, nullptr); break;
-    case Coll::kAllgather: rc = ciuic_allgather(sendbuf, recvbuf, c.count, c.type, comm, nullptr); break;
-    case Coll::kBroadcast: rc = ciuic_broadcast(sendbuf, recvbuf, c.count, c.type, c.root, comm, nullptr); break;
-    case Coll::kAlltoall: rc = ciuic_alltoall(sendbuf, recvbuf, c.count, c.type, comm, nullptr); break;
+    case Coll::kAllreduce:
+      rc = ciuic_allreduce(sendbuf, recvbuf, c.count, c.type, c.op, comm, nullptr);
+      break;
+    case Coll::kReduceScatter:
+      rc = ciuic_reduce_scatter(sendbuf, recvbuf, c.count, c.type, c.op, comm, nullptr);
+      break;
+    case Coll::kReduce:
+      rc = ciuic_reduce(sendbuf, recvbuf, c.count, c.type, c.op, c.root, comm, nullptr);
+      break;
+    case Coll::kAllgather:
+      rc = ciuic_allgather(sendbuf, recvbuf, c.count, c.type, comm, nullptr);
+      break;
+    case Coll::kBroadcast:
+      rc = ciuic_broadcast(sendbuf, recvbuf, c.count, c.type, c.root, comm, nullptr);
+      break;
+    case Coll::kAlltoall:
+      rc = ciuic_alltoall(sendbuf, recvbuf, c.count, c.type, comm, nullptr);
+      break;
   }
   if (rc != CIUIC_SUCCESS)
     return std::string(ciuic_result_string(rc)) + ": " + ciuic_comm_get_last_error(comm);
@@ -165,11 +188,23 @@ bool datatype_selected(ciuic_datatype_t type) {
   return list.find(std::string(",") + reduce::datatype_name(type) + ",") != std::string::npos;
 }
 
-class CollectivesTest : public ::testing::TestWithParam<std::tuple<Coll, int>> {};
+// How the ranks reach each other. Ranks of one process share a host, so by default
+// every peer is on the node and the shared-memory transport carries everything.
+enum class Wires { kShm, kTcp, kMixed };
+const char* wires_name(Wires w) {
+  return w == Wires::kShm ? "shm" : w == Wires::kTcp ? "tcp" : "mixed";
+}
+
+class CollectivesTest : public ::testing::TestWithParam<std::tuple<Coll, int, Wires>> {};
 
 TEST_P(CollectivesTest, MatchesReference) {
   const Coll coll = std::get<0>(GetParam());
   const int n = std::get<1>(GetParam());
+  const Wires wires = std::get<2>(GetParam());
+  // tcp: no local transport, every byte crosses TCP; mixed: nodes of two ranks (the last
+  // one short when n is odd), shm inside a node and TCP between nodes in one collective.
+  ScopedConfig local_transport("CIUIC_LOCAL_TRANSPORT", wires == Wires::kTcp ? "none" : "auto");
+  ScopedConfig local_size("CIUIC_LOCAL_SIZE", wires == Wires::kMixed ? "2" : "0");
   // Small chunks and few scratch slots: the 1 MiB cases run many pipelined chunks and
   // reuse every scratch slot many times.
   ScopedConfig chunk("CIUIC_CHUNK_BYTES", "64K");
@@ -183,8 +218,10 @@ TEST_P(CollectivesTest, MatchesReference) {
     if (!datatype_selected(type)) continue;
     const size_t elem = reduce::datatype_size(type);
     for (int o = 0; o < (reduces(coll) ? CIUIC_NUM_OPS : 1); ++o) {
-      for (size_t count : {size_t{0}, size_t{1}, size_t{7}, size_t{1023}, large_bytes() / elem + 3}) {
-        for (Placement p : {Placement::kOutOfPlace, Placement::kInPlacePointer, Placement::kInPlaceToken}) {
+      for (size_t count :
+           {size_t{0}, size_t{1}, size_t{7}, size_t{1023}, large_bytes() / elem + 3}) {
+        for (Placement p :
+             {Placement::kOutOfPlace, Placement::kInPlacePointer, Placement::kInPlaceToken}) {
           // The big size once per datatype and op, in place or not by turns: it is the
           // slow one, and the small sizes already cover every placement.
           if (count > 1023 && static_cast<int>(p) != (t + o) % 3) continue;
@@ -205,13 +242,25 @@ TEST_P(CollectivesTest, MatchesReference) {
   EXPECT_GT(cases, 0);
 }
 
+// Every collective at every rank count over shared memory; over TCP alone and over the
+// two mixed, a few rank counts (both cover the same collectives and datatypes).
+std::vector<std::tuple<Coll, int, Wires>> cases_to_run() {
+  std::vector<std::tuple<Coll, int, Wires>> out;
+  for (Coll c : {Coll::kAllreduce, Coll::kReduceScatter, Coll::kReduce, Coll::kAllgather,
+                 Coll::kBroadcast, Coll::kAlltoall}) {
+    for (int n : {1, 2, 3, 4, 5, 8}) out.emplace_back(c, n, Wires::kShm);
+    for (int n : {2, 5}) out.emplace_back(c, n, Wires::kTcp);
+    for (int n : {4, 5}) out.emplace_back(c, n, Wires::kMixed);
+  }
+  return out;
+}
+
 INSTANTIATE_TEST_SUITE_P(
-    All, CollectivesTest,
-    ::testing::Combine(::testing::Values(Coll::kAllreduce, Coll::kReduceScatter, Coll::kReduce,
-                                         Coll::kAllgather, Coll::kBroadcast, Coll::kAlltoall),
-                       ::testing::Values(1, 2, 3, 4, 5, 8)),
-    [](const ::testing::TestParamInfo<std::tuple<Coll, int>>& param_info) {
-      return std::string(name(std::get<0>(param_info.param))) + "_" + std::to_string(std::get<1>(param_info.param)) + "ranks";
+    All, CollectivesTest, ::testing::ValuesIn(cases_to_run()),
+    [](const ::testing::TestParamInfo<std::tuple<Coll, int, Wires>>& param_info) {
+      return std::string(name(std::get<0>(param_info.param))) + "_" +
+             std::to_string(std::get<1>(param_info.param)) + "ranks_" +
+             wires_name(std::get<2>(param_info.param));
     });
 
 }  // namespace
