@@ -97,10 +97,12 @@ def sweep_args(args):
             "-n", str(args.iters), "-w", str(args.warmup)]
 
 
-def mpirun_prefix(mpirun, nranks):
-    # TCP over loopback for everyone: the same wire as ciuic's TCP transport here.
+def mpirun_prefix(mpirun, nranks, wire="tcp"):
+    # The same wire for everyone: TCP over loopback (ciuic's TCP transport, Open MPI's tcp
+    # BTL), or shared memory (ciuic's shm transport, Open MPI's vader BTL).
+    btl = "self,vader" if wire == "shm" else "self,tcp"
     return [mpirun, "--allow-run-as-root", "--oversubscribe", "-np", str(nranks),
-            "--bind-to", "none", "--mca", "btl", "self,tcp", "--mca", "pml", "ob1",
+            "--bind-to", "none", "--mca", "btl", btl, "--mca", "pml", "ob1",
             "--mca", "btl_tcp_if_include", "lo", "--mca", "oob_tcp_if_include", "lo"]
 
 
@@ -113,6 +115,9 @@ def plan_run(library, collective, nranks, args, json_path, work_dir):
         if not os.access(perf, os.X_OK):
             return None, "ciuic-perf not built (%s missing)" % perf
         env["CIUIC_SOCKET_IFNAME"] = args.ifname
+        # tcp: every byte over TCP, as Open MPI's tcp BTL; shm: ranks of this host over
+        # the shared-memory transport (the default), as Open MPI's vader BTL.
+        env["CIUIC_LOCAL_TRANSPORT"] = "auto" if getattr(args, "wire", "tcp") == "shm" else "none"
         return ([perf, collective, "-N", str(nranks)] + sweep_args(args) + ["--json", json_path],
                 env)
     flag = ["--allgather"] if collective == "allgather" else []
@@ -124,7 +129,8 @@ def plan_run(library, collective, nranks, args, json_path, work_dir):
         mpirun = shutil.which(args.mpirun)
         if mpirun is None:
             return None, "no %s on PATH" % args.mpirun
-        return (mpirun_prefix(mpirun, nranks) + [bench] + flag + sweep_args(args)
+        return (mpirun_prefix(mpirun, nranks, getattr(args, "wire", "tcp")) + [bench] + flag
+                + sweep_args(args)
                 + ["--json", json_path], env)
     if library == "gloo":
         bench = os.path.join(build, "perftests", "compare", "gloo_allreduce_bench")
@@ -330,6 +336,9 @@ def parse_args(argv):
     p.add_argument("--gloo-algo", default="ring", choices=("ring", "default"))
     p.add_argument("--mpirun", default="mpirun")
     p.add_argument("--ifname", default="lo", help="CIUIC_SOCKET_IFNAME for ciuic (default lo)")
+    p.add_argument("--wire", default="tcp", choices=("tcp", "shm"),
+                   help="tcp: ciuic and Open MPI over loopback TCP (default); shm: ciuic's "
+                        "shared-memory transport beside Open MPI's vader BTL (Gloo stays on TCP)")
     p.add_argument("--timeout", type=int, default=900, help="seconds per run (default 900)")
     p.add_argument("--out-dir", default="compare-results", help="where JSON, logs, plot go")
     p.add_argument("--from-dir", help="read <lib>-<coll>-n<N>.json from here; run nothing")

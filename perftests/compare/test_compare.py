@@ -139,6 +139,17 @@ class RunTest(unittest.TestCase):
         self.assertIn("skipped: ciuic allreduce n=2: exited with 3: rank 1: connection refused",
                       printed)
 
+    def test_wire_picks_the_same_path_for_ciuic_and_open_mpi(self):
+        import argparse
+        for wire, btl, local in (("tcp", "self,tcp", "none"), ("shm", "self,vader", "auto")):
+            args = argparse.Namespace(build_dir=self.build, ifname="lo", wire=wire,
+                                      min_bytes=8, max_bytes=64, factor=2, iters=1, warmup=0,
+                                      mpirun="sh")
+            command, env = compare.plan_run("ciuic", "allreduce", 2, args, "x.json", self.out)
+            self.assertEqual(env["CIUIC_LOCAL_TRANSPORT"], local, wire)
+            prefix = compare.mpirun_prefix("mpirun", 2, wire)
+            self.assertEqual(prefix[prefix.index("btl") + 1], btl, wire)
+
     def test_nothing_built_at_all(self):
         empty = os.path.join(self.build, "empty")
         os.makedirs(empty)
