@@ -2,6 +2,8 @@
 //   simulate: predicted time, algbw and busbw per size for one algorithm (or the tuner's
 //             choice, beside the best the model knows), nccl-tests' columns;
 //   tune:     the tuner's decision table per collective, every candidate's prediction.
+// On a nodes topology the hierarchical algorithms take their node layout from it (rank r
+// on node r / (ranks / N)), so --algo hierarchical --exact runs their real schedules.
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -99,8 +101,9 @@ int run_simulate(const Options& o) {
               tuned ? "auto (the tuner's choice)" : o.algo.c_str(),
               o.exact ? ", event-driven run of the schedules" : ", round model");
   print_model(t);
-  std::printf("# %12s %12s %8s %20s %12s %10s %10s %20s %12s %8s\n", "size", "count", "type",
-              "algorithm", "time(us)", "algbw", "busbw", "best", "best(us)", "vs best");
+  std::printf("# %12s %12s %8s %20s %12s %10s %10s %20s %12s %8s  %s\n", "size", "count", "type",
+              "algorithm", "time(us)", "algbw", "busbw", "best", "best(us)", "vs best",
+              "hierarchical plan");
   for (size_t requested : sizes(o)) {
     coll::CollectiveArgs a = args_for(c, o, requested);
     // What the count covers (all-gather / reduce-scatter: whole elements per rank).
@@ -138,11 +141,21 @@ int run_simulate(const Options& o) {
       return 2;
     }
     const double algbw = seconds > 0 ? static_cast<double>(bytes) / seconds / 1e9 : 0;
-    std::printf("  %12zu %12zu %8s %20s %12.2f %10.3f %10.3f %20s %12.2f %8.3f\n", bytes, a.count,
+    // What the hierarchical algorithm does here (as its schedules would be built).
+    std::string plan;
+    if ((algorithm == "hierarchical" || ranked.front().algorithm == "hierarchical") &&
+        t.kind() == coll::Topology::Kind::kNodes) {
+      const coll::HierarchicalPlan p = coll::hierarchical_plan(a, t.node_of_rank());
+      plan = !p.flat.empty() ? "flat " + p.flat
+                             : "inter " + p.inter + ", " + std::to_string(p.blocks) +
+                                   (p.blocks == 1 ? " block" : " blocks");
+    }
+    std::printf("  %12zu %12zu %8s %20s %12.2f %10.3f %10.3f %20s %12.2f %8.3f  %s\n", bytes, a.count,
                 reduce::datatype_name(o.datatype), algorithm.c_str(), seconds * 1e6, algbw,
                 algbw * bus_factor(c, o.nranks), ranked.front().algorithm.c_str(),
                 ranked.front().seconds * 1e6,
-                ranked.front().seconds > 0 ? seconds / ranked.front().seconds : 1.0);
+                ranked.front().seconds > 0 ? seconds / ranked.front().seconds : 1.0,
+                plan.c_str());
   }
   return 0;
 }

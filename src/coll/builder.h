@@ -7,8 +7,11 @@
 #include <cstdint>
 #include <deque>
 #include <map>
+#include <string>
+#include <string_view>
 #include <vector>
 
+#include "base/status.h"
 #include "coll/schedule.h"
 
 namespace ciuic::coll {
@@ -34,6 +37,12 @@ inline size_t whole_elements(size_t bytes, size_t elem_size) {
 // Cuts a byte range into pipelining chunks of at most chunk_bytes (a whole number of
 // elements each, never empty unless the range is).
 std::vector<Range> chunks_of(Range range, size_t chunk_bytes, size_t elem_size);
+
+// NCCL's in-place reduce_scatter: recvbuf is sendbuf + offset (one memory).
+struct BufferAliasingHint {
+  bool recv_inside_send = false;
+  size_t recv_offset_in_send = 0;  // bytes
+};
 
 class ScratchPool {
  public:
@@ -84,6 +93,63 @@ class ByteLedger {
   std::vector<uint32_t> collect(Range r, bool with_readers);
   std::map<size_t, Piece> pieces_;  // by first byte; disjoint
 };
+
+// A schedule assembled from pieces (sub-collectives spliced in, steps of its own): one
+// ByteLedger per buffer, so that every new step waits for exactly the earlier steps that
+// touched its bytes. NCCL's in-place reduce_scatter has recvbuf inside sendbuf: give the
+// offset and the receive buffer's bytes are booked in the send buffer's ledger.
+class BufferLedgers {
+ public:
+  BufferLedgers() = default;
+  explicit BufferLedgers(const BufferAliasingHint& alias) : alias_(alias) {}
+  // The dependencies `step` needs before its reads and writes.
+  std::vector<uint32_t> before(const Step& step);
+  // Records that step `index` (already in the schedule) made the accesses of `step`.
+  void record(const Step& step, uint32_t index);
+  // Appends `step` depending on before(step) and `after`, records it, returns its index.
+  uint32_t add(Schedule* s, Step step, const std::vector<uint32_t>& after = {});
+
+ private:
+  struct Where {
+    ByteLedger* ledger;
+    Range range;
+  };
+  Where locate(const BufferRange& r, size_t bytes);
+  BufferAliasingHint alias_;
+  ByteLedger ledgers_[3];
+};
+
+// Where a sub-collective's schedule goes: its rank i is rank ranks[i] of the communicator,
+// and byte 0 of its send, receive and scratch buffers lies at `send`, `recv`, `scratch`
+// of this rank's buffers.
+struct SubGroup {
+  std::vector<int> ranks;
+  BufferRange send{Buffer::kSend, 0, 0};
+  BufferRange recv{Buffer::kRecv, 0, 0};
+  BufferRange scratch{Buffer::kScratch, 0, 0};
+};
+
+// Appends `sub` (one member's schedule of a collective among `group`) to `s`: peers mapped
+// through group.ranks, byte ranges moved to the group's buffers, the sub-schedule's own
+// dependencies kept, and each step also waiting for the earlier steps of `s` that `ledgers`
+// says touched its bytes (the last writer before a read; the last writer and the readers
+// since before a write) and for `after`. Then records the new steps in `ledgers` and grows
+// s->scratch_bytes to cover the group's scratch. Returns the index of the first new step.
+//
+// No deadlock can follow, provided every rank splices its sub-collectives in one global
+// order: the new dependencies point only to steps of earlier pieces, so running the pieces
+// one after another, each to completion on all its members, satisfies all of them; and
+// messages between two ranks match piece by piece, since both append the pieces they share
+// in the same order.
+uint32_t splice_schedule(Schedule* s, const Schedule& sub, const SubGroup& group,
+                         BufferLedgers* ledgers, const std::vector<uint32_t>& after = {});
+
+// Builds the schedule of `sub` — a collective among `group`, sub.rank being this rank's
+// index in group.ranks and sub.nranks its size — with `algorithm` and splices it in as
+// splice_schedule does. *built gets the algorithm's name (the one "auto" chose, if so).
+Status append_sub_collective(Schedule* s, const CollectiveArgs& sub, std::string_view algorithm,
+                             const SubGroup& group, BufferLedgers* ledgers,
+                             std::string* built = nullptr);
 
 inline Step send_step(int peer, BufferRange src, size_t bytes) {
   Step s;

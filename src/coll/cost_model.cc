@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <unordered_map>
 
 #include "base/config.h"
 #include "coll/builder.h"
@@ -26,17 +27,53 @@ Status Topology::parse(std::string_view text, int nranks, const CostParams& para
       if (!st.ok()) return invalid_argument("topology '" + spec + "': " + st.message());
     }
   } else if (spec.rfind("nodes:", 0) == 0) {
-    t.kind_ = Kind::kNodes;
-    int64_t nodes = 0;
-    if (!config::parse_int(spec.substr(6), &nodes) || nodes < 1 || nranks % nodes != 0)
-      return invalid_argument("topology '" + spec + "': want nodes:N with N dividing the " +
-                              std::to_string(nranks) + " ranks");
-    t.local_ = nranks / static_cast<int>(nodes);
+    const std::string sizes = spec.substr(6);
+    std::vector<int> node_of;
+    if (sizes.find('+') == std::string::npos) {
+      int64_t nodes = 0;
+      if (!config::parse_int(sizes, &nodes) || nodes < 1 || nranks % nodes != 0)
+        return invalid_argument("topology '" + spec + "': want nodes:N with N dividing the " +
+                                std::to_string(nranks) + " ranks, or nodes:A+B+... of sizes " +
+                                "adding up to them");
+      const int local = nranks / static_cast<int>(nodes);
+      for (int r = 0; r < nranks; ++r) node_of.push_back(r / local);
+    } else {
+      size_t start = 0;
+      for (int node = 0; start <= sizes.size(); ++node) {
+        size_t end = sizes.find('+', start);
+        if (end == std::string::npos) end = sizes.size();
+        int64_t size = 0;
+        if (!config::parse_int(sizes.substr(start, end - start), &size) || size < 1 ||
+            static_cast<int64_t>(node_of.size()) + size > nranks)
+          return invalid_argument("topology '" + spec + "': want node sizes A+B+... adding up to " +
+                                  std::to_string(nranks));
+        node_of.insert(node_of.end(), static_cast<size_t>(size), node);
+        start = end + 1;
+      }
+      if (static_cast<int>(node_of.size()) != nranks)
+        return invalid_argument("topology '" + spec + "': the node sizes add up to " +
+                                std::to_string(node_of.size()) + ", not to the " +
+                                std::to_string(nranks) + " ranks");
+    }
+    t = from_nodes(node_of, params);
   } else {
     return invalid_argument("topology '" + spec + "': want flat, torus:AxBxC or nodes:N");
   }
   *out = std::move(t);
   return Status::Ok();
+}
+
+Topology Topology::from_nodes(const std::vector<int>& node_of_rank, const CostParams& params) {
+  Topology t;
+  t.kind_ = Kind::kNodes;
+  t.nranks_ = static_cast<int>(node_of_rank.size());
+  t.params_ = params;
+  std::unordered_map<int, int> number;  // node label -> number, in order of first appearance
+  t.node_of_.reserve(node_of_rank.size());
+  for (int label : node_of_rank)
+    t.node_of_.push_back(number.emplace(label, static_cast<int>(number.size())).first->second);
+  t.nodes_ = std::max<int>(1, static_cast<int>(number.size()));
+  return t;
 }
 
 std::string Topology::describe() const {
@@ -46,8 +83,21 @@ std::string Topology::describe() const {
     case Kind::kTorus:
       return "torus:" + std::to_string(dims_[0]) + "x" + std::to_string(dims_[1]) + "x" +
              std::to_string(dims_[2]);
-    case Kind::kNodes:
-      return "nodes:" + std::to_string(nranks_ / local_);
+    case Kind::kNodes: {
+      std::vector<int> sizes(static_cast<size_t>(nodes_), 0);
+      bool in_order = true;
+      for (int r = 0; r < nranks_; ++r) {
+        ++sizes[node_of_[r]];
+        if (r > 0 && node_of_[r] != node_of_[r - 1] && node_of_[r] != node_of_[r - 1] + 1)
+          in_order = false;
+      }
+      if (!in_order) return "nodes:" + std::to_string(nodes_) + " (interleaved)";
+      if (std::all_of(sizes.begin(), sizes.end(), [&](int k) { return k == sizes[0]; }))
+        return "nodes:" + std::to_string(nodes_);
+      std::string out = "nodes:";
+      for (size_t k = 0; k < sizes.size(); ++k) out += (k ? "+" : "") + std::to_string(sizes[k]);
+      return out;
+    }
   }
   return "?";
 }
@@ -62,7 +112,7 @@ int Topology::num_links() const {
     case Kind::kTorus:
       return 6 * nranks_;
     case Kind::kNodes:
-      return 2 * nranks_ + 2 * (nranks_ / local_);
+      return 2 * nranks_ + 2 * nodes_;
   }
   return 0;
 }
@@ -79,15 +129,14 @@ int Topology::route(int src, int dst, std::vector<int>* links) const {
       links->push_back(nranks_ + dst);
       return 1;
     case Kind::kNodes: {
-      const int a = src / local_, b = dst / local_;
+      const int a = node_of_[src], b = node_of_[dst];
       if (a == b) {
         links->push_back(src);
         links->push_back(nranks_ + dst);
         return 1;
       }
-      const int nodes = nranks_ / local_;
       links->push_back(2 * nranks_ + a);
-      links->push_back(2 * nranks_ + nodes + b);
+      links->push_back(2 * nranks_ + nodes_ + b);
       return 1;
     }
     case Kind::kTorus: {
@@ -363,6 +412,7 @@ double predict_time(Collective c, std::string_view algorithm, size_t bytes_total
     }
     return -1;
   }
+  if (a == "hierarchical") return plan_hierarchical(c, bytes_total, t, chunk).seconds;
   if (a == "pairwise" && c == Collective::kAlltoall) {
     // Rounds differ only in the offset; at scale, a sample of offsets stands for all.
     const int samples = std::min(n - 1, 32);
@@ -376,6 +426,119 @@ double predict_time(Collective c, std::string_view algorithm, size_t bytes_total
     return time;
   }
   return -1;
+}
+
+// ---- the hierarchical algorithms ----
+
+namespace {
+
+Topology flat_of(int n, double link_bytes_per_s, const CostParams& p) {
+  CostParams q = p;
+  q.link_bytes_per_s = link_bytes_per_s;
+  Topology t;
+  (void)Topology::parse("flat", n, q, &t);  // "flat" always parses
+  return t;
+}
+
+// The flat algorithm that runs where the layout has nothing to gain: the fastest the
+// model knows (as the tuner would pick).
+HierarchicalPlan flat_plan(Collective c, size_t bytes, const Topology& t, size_t chunk) {
+  HierarchicalPlan plan;
+  std::vector<const char*> names = {"ring", "rabenseifner", "torus"};
+  if (c == Collective::kAllreduce)
+    names = {"ring", "recursive_doubling", "tree", "rabenseifner", "torus"};
+  for (const char* name : names) {
+    const double seconds = predict_time(c, name, bytes, t, chunk);
+    if (seconds >= 0 && (plan.seconds < 0 || seconds < plan.seconds)) {
+      plan.flat = name;
+      plan.seconds = seconds;
+    }
+  }
+  return plan;
+}
+
+}  // namespace
+
+HierarchicalPlan plan_hierarchical(Collective c, size_t bytes_total, const Topology& t,
+                                   size_t chunk, std::string_view inter, int blocks) {
+  HierarchicalPlan best;
+  if (t.kind() != Topology::Kind::kNodes) return best;
+  if (c != Collective::kAllreduce && c != Collective::kReduceScatter && c != Collective::kAllgather)
+    return best;
+  const int n = t.nranks(), nodes = t.num_nodes();
+  std::vector<std::vector<int>> members(static_cast<size_t>(nodes));
+  for (int r = 0; r < n; ++r) members[t.node_of_rank()[r]].push_back(r);
+  size_t smallest = members[0].size(), largest = 0;
+  for (const auto& m : members) {
+    smallest = std::min(smallest, m.size());
+    largest = std::max(largest, m.size());
+  }
+  if (nodes < 2 || largest < 2 || (c != Collective::kAllreduce && smallest != largest))
+    return flat_plan(c, bytes_total, t, chunk);
+  const CostParams& p = t.params();
+  const double S = static_cast<double>(bytes_total);
+  const int local = static_cast<int>(smallest);
+  // The ranks of one slice on every node share each node's NIC with the other slices'.
+  const Topology intra = flat_of(local, p.local_bytes_per_s, p);
+  const Topology across = flat_of(nodes, p.link_bytes_per_s / local, p);
+  std::vector<std::string> candidates;
+  if (!inter.empty()) {
+    candidates = {std::string(inter)};
+  } else if (c == Collective::kAllreduce) {
+    candidates = {"ring", "recursive_doubling", "tree", "rabenseifner"};
+  } else {
+    candidates = {"ring", "rabenseifner"};
+  }
+  if (c != Collective::kAllreduce) {
+    // Staged through scratch in slice order (a copy of the whole buffer), then in the
+    // node and across the nodes (reduce-scatter), or the other way round (all-gather).
+    const double copy = S * p.gamma_s_per_byte / 2;
+    const double in_node = predict_time(c, "ring", bytes_total, intra, chunk);
+    for (const std::string& name : candidates) {
+      const double across_nodes =
+          predict_time(c, name, bytes_total / static_cast<size_t>(local), across, chunk);
+      if (across_nodes < 0) continue;
+      const double seconds = copy + in_node + across_nodes;
+      if (best.seconds < 0 || seconds < best.seconds) best = {"", name, 1, seconds};
+    }
+    return best;
+  }
+  // Extra ranks of larger nodes hand their whole buffer to a rank of the node's first
+  // `local` and get the result back.
+  double fold = 0;
+  {
+    std::vector<Flow> in, out;
+    std::vector<int> fan_in(static_cast<size_t>(n), 0);
+    int most = 0;
+    for (const auto& m : members)
+      for (size_t j = static_cast<size_t>(local); j < m.size(); ++j) {
+        const int partner = m[j % static_cast<size_t>(local)];
+        in.push_back({m[j], partner, S});
+        out.push_back({partner, m[j], S});
+        most = std::max(most, ++fan_in[partner]);
+      }
+    if (!in.empty()) {
+      RoundCost round(t, static_cast<double>(std::max<size_t>(chunk, 1)));
+      fold = round(in, most * S) + round(out, 0);
+    }
+  }
+  std::vector<int> block_counts = {1, 2, 4, 8, 16, 32};
+  if (blocks > 0) block_counts = {blocks};
+  for (int b : block_counts) {
+    const size_t block = bytes_total / static_cast<size_t>(b);
+    if (b > 1 && block < static_cast<size_t>(local) * 64) continue;  // slices too small to split
+    const double rs = predict_time(Collective::kReduceScatter, "ring", block, intra, chunk);
+    const double ag = predict_time(Collective::kAllgather, "ring", block, intra, chunk);
+    for (const std::string& name : candidates) {
+      const double ar = predict_time(Collective::kAllreduce, name,
+                                     block / static_cast<size_t>(local), across, chunk);
+      if (ar < 0) continue;
+      // Block k+1 reduce-scatters and block k-1 gathers in the node while block k crosses.
+      const double seconds = fold + rs + ar + ag + (b - 1) * std::max(ar, rs + ag);
+      if (best.seconds < 0 || seconds < best.seconds) best = {"", name, b, seconds};
+    }
+  }
+  return best;
 }
 
 // ---- simulate_time ----

@@ -33,6 +33,16 @@ const config::IntParam kLocalMBps{
 const config::IntParam kReduceMBps{"CIUIC_REDUCE_MBPS", 4000,
                                    "Tuner: reduction speed of one rank, in MB/s"};
 
+const config::StringParam kHierInterAlgo{
+    "CIUIC_HIER_INTER_ALGO", "",
+    "Hierarchical algorithms: the algorithm between nodes (all-reduce: ring, recursive_doubling, "
+    "tree, rabenseifner; reduce-scatter and all-gather: ring, rabenseifner); empty or a name the "
+    "collective lacks: the cost model's choice"};
+const config::IntParam kHierBlocks{
+    "CIUIC_HIER_BLOCKS", 0,
+    "Hierarchical all-reduce: blocks the buffer is pipelined in (one block crosses the nodes "
+    "while the next is reduced in the node); 0: the cost model's choice"};
+
 double positive(const config::IntParam& p) {
   return static_cast<double>(std::max<int64_t>(p.get(), 1));
 }
@@ -55,7 +65,75 @@ size_t nccl_bytes(const CollectiveArgs& a) {
   return a.count * elem * (per_rank ? static_cast<size_t>(a.nranks) : 1);
 }
 
+// FNV-1a over a node layout: part of the decision caches' keys.
+uint64_t layout_hash(const std::vector<int>* layout) {
+  if (layout == nullptr) return 0;
+  uint64_t h = 1469598103934665603ull;
+  for (int v : *layout)
+    h = (h ^ static_cast<uint64_t>(static_cast<uint32_t>(v))) * 1099511628211ull;
+  return h ^ layout->size();
+}
+
+// CIUIC_HIER_INTER_ALGO where `collective` has that algorithm (never hierarchical itself).
+std::string forced_inter(Collective collective) {
+  const std::string name = kHierInterAlgo.get();
+  if (name.empty() || name == "hierarchical") return "";
+  for (const AlgorithmEntry& e : registered_algorithms())
+    if (e.collective == collective && name == e.name) return name;
+  return "";
+}
+
+int forced_blocks() { return static_cast<int>(std::clamp<int64_t>(kHierBlocks.get(), 0, 1024)); }
+
 }  // namespace
+
+std::shared_ptr<const std::vector<int>> node_layout(const CollectiveArgs& args) {
+  if (args.node_of_rank) return args.node_of_rank;
+  thread_local int last_n = 0;
+  thread_local uint64_t last_generation = 0;
+  thread_local std::shared_ptr<const std::vector<int>> last;
+  const uint64_t generation = config::configuration_generation();
+  if (args.nranks == last_n && generation == last_generation) return last;
+  Topology t;
+  std::shared_ptr<const std::vector<int>> layout;
+  if (configured_topology(args.nranks, &t).ok() && t.kind() == Topology::Kind::kNodes)
+    layout = std::make_shared<const std::vector<int>>(t.node_of_rank());
+  last_n = args.nranks;
+  last_generation = generation;
+  last = layout;
+  return layout;
+}
+
+bool has_nodes_to_exploit(const std::vector<int>& node_of_rank) {
+  std::map<int, int> ranks_on;
+  for (int node : node_of_rank) ++ranks_on[node];
+  if (ranks_on.size() < 2) return false;
+  for (const auto& [node, ranks] : ranks_on)
+    if (ranks > 1) return true;
+  return false;
+}
+
+HierarchicalPlan hierarchical_plan(const CollectiveArgs& args,
+                                   const std::vector<int>& node_of_rank) {
+  static std::mutex mutex;
+  static std::map<std::tuple<int, int, size_t, size_t, uint64_t, uint64_t>, HierarchicalPlan> plans;
+  const auto key = std::make_tuple(static_cast<int>(args.collective), args.nranks, nccl_bytes(args),
+                                   args.chunk_bytes, config::configuration_generation(),
+                                   layout_hash(&node_of_rank));
+  {
+    std::lock_guard<std::mutex> lock(mutex);
+    auto it = plans.find(key);
+    if (it != plans.end()) return it->second;
+  }
+  const Topology t = Topology::from_nodes(node_of_rank, configured_cost_params());
+  const HierarchicalPlan plan =
+      plan_hierarchical(args.collective, nccl_bytes(args), t, args.chunk_bytes,
+                        forced_inter(args.collective), forced_blocks());
+  std::lock_guard<std::mutex> lock(mutex);
+  if (plans.size() >= 1024) plans.clear();
+  plans.emplace(key, plan);
+  return plan;
+}
 
 CostParams configured_cost_params() {
   CostParams p;
@@ -81,7 +159,21 @@ std::vector<Prediction> rank_algorithms(const CollectiveArgs& args, const Topolo
       if (!torus_dims_for(args, &dims).ok())
         continue;  // the grid configured is for another rank count
     }
-    const double t = predict_time(args.collective, e.name, bytes, topology, args.chunk_bytes);
+    double t = -1;
+    if (std::string(e.name) == "hierarchical") {
+      // Only where there are nodes to exploit, and not where it would run a flat algorithm
+      // (already in the list under its own name).
+      if (topology.kind() != Topology::Kind::kNodes ||
+          !has_nodes_to_exploit(topology.node_of_rank()))
+        continue;
+      const HierarchicalPlan plan =
+          plan_hierarchical(args.collective, bytes, topology, args.chunk_bytes,
+                            forced_inter(args.collective), forced_blocks());
+      if (!plan.flat.empty()) continue;
+      t = plan.seconds;
+    } else {
+      t = predict_time(args.collective, e.name, bytes, topology, args.chunk_bytes);
+    }
     if (t >= 0) out.push_back({e.name, t});
   }
   std::stable_sort(out.begin(), out.end(),
@@ -95,10 +187,11 @@ std::string tuned_algorithm(const CollectiveArgs& args) {
     candidates += e.collective == args.collective ? 1 : 0;
   if (candidates < 2 || args.nranks < 2) return "";
   static std::mutex mutex;
-  static std::map<std::tuple<int, int, int, size_t, uint64_t>, std::string> decisions;
+  static std::map<std::tuple<int, int, int, size_t, uint64_t, uint64_t>, std::string> decisions;
   const int bucket = bucket_of(nccl_bytes(args));
-  const auto key = std::make_tuple(static_cast<int>(args.collective), args.nranks, bucket,
-                                   args.chunk_bytes, config::configuration_generation());
+  const auto key =
+      std::make_tuple(static_cast<int>(args.collective), args.nranks, bucket, args.chunk_bytes,
+                      config::configuration_generation(), layout_hash(args.node_of_rank.get()));
   {
     std::lock_guard<std::mutex> lock(mutex);
     auto it = decisions.find(key);
@@ -112,6 +205,12 @@ std::string tuned_algorithm(const CollectiveArgs& args) {
                    "the tuner ignores CIUIC_TOPOLOGY: %s; using each collective's first algorithm",
                    s.message().c_str());
   } else {
+    // The communicator's nodes, where it knows them and they matter, are the network.
+    const std::vector<int>* layout = args.node_of_rank.get();
+    if (layout != nullptr && static_cast<int>(layout->size()) == args.nranks &&
+        (topology.kind() == Topology::Kind::kFlat || topology.kind() == Topology::Kind::kNodes) &&
+        has_nodes_to_exploit(*layout))
+      topology = Topology::from_nodes(*layout, topology.params());
     // Decide at the bucket's middle, so that one decision serves the whole bucket.
     CollectiveArgs at_bucket = args;
     const size_t elem = reduce::datatype_size(args.datatype);

@@ -5,6 +5,7 @@
 // model runs once per shape; the schedule cache above it means once per communicator.
 #pragma once
 
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -29,7 +30,21 @@ struct Prediction {
 std::vector<Prediction> rank_algorithms(const CollectiveArgs& args, const Topology& topology);
 
 // The tuner's choice for args on the configured topology; "" when it has none (the
-// collective has one algorithm, or the topology does not parse).
+// collective has one algorithm, or the topology does not parse). When args.node_of_rank
+// shows several nodes with several ranks on some node and CIUIC_TOPOLOGY is flat or
+// nodes, the network modelled is those nodes.
 std::string tuned_algorithm(const CollectiveArgs& args);
+
+// Which node each rank is on: args.node_of_rank, else rank r on node r / (nranks / N) when
+// CIUIC_TOPOLOGY is nodes:N (or the nodes:A+B+... sizes), else null (unknown).
+std::shared_ptr<const std::vector<int>> node_layout(const CollectiveArgs& args);
+// Whether a layout gives the hierarchical algorithms something to do: more than one node,
+// and more than one rank on some node.
+bool has_nodes_to_exploit(const std::vector<int>& node_of_rank);
+
+// The hierarchical algorithms' plan for args on `node_of_rank` with the configured cost
+// parameters, CIUIC_HIER_INTER_ALGO and CIUIC_HIER_BLOCKS (cached per shape).
+HierarchicalPlan hierarchical_plan(const CollectiveArgs& args,
+                                   const std::vector<int>& node_of_rank);
 
 }  // namespace ciuic::coll

@@ -2,7 +2,8 @@
 // real communicators over TCP for 2, 3, 4, 6 and 8 ranks (8 as a 2x2x2 torus for the
 // torus algorithms): sizes 0, 1, odd and pipelined, in place and not, checked exactly
 // against the independent reference. (The collectives suite covers every datatype and
-// op with the tuner's choices.)
+// op with the tuner's choices.) The hierarchical algorithms also run on nodes made with
+// CIUIC_LOCAL_SIZE, every datatype and op.
 #include <gtest/gtest.h>
 
 #include <string>
@@ -174,6 +175,87 @@ INSTANTIATE_TEST_SUITE_P(All, AlgorithmsTest, ::testing::ValuesIn(params()),
                            const Param& q = param_info.param;
                            return std::string(coll::collective_name(q.collective)) + "_" +
                                   q.algorithm + "_" + std::to_string(q.n) + "ranks";
+                         });
+
+// The hierarchical algorithms on nodes made with CIUIC_LOCAL_SIZE (rank r on node r/k):
+// 4 ranks as 2x2, 6 as 3 nodes of 2 and as 2 nodes of 3, 5 as nodes of 3 and 2, 7 as
+// 2+2+2+1 (reduce-scatter and all-gather run their flat fallback on the unequal ones);
+// every datatype and op, odd and pipelined counts, every placement by turns, and the
+// algorithm between the nodes forced to each in turn.
+struct NodesParam {
+  Collective collective;
+  int n;
+  int local_size;
+  const char* inter;   // CIUIC_HIER_INTER_ALGO ("": the model's choice)
+  const char* blocks;  // CIUIC_HIER_BLOCKS
+};
+
+void PrintTo(const NodesParam& p, std::ostream* os) {
+  *os << coll::collective_name(p.collective) << "/" << p.n << "ranks/" << p.local_size << "pernode";
+}
+
+class HierarchicalOnNodesTest : public ::testing::TestWithParam<NodesParam> {};
+
+TEST_P(HierarchicalOnNodesTest, MatchesReference) {
+  const NodesParam& p = GetParam();
+  ScopedConfig algo("CIUIC_ALGO",
+                    std::string(coll::collective_name(p.collective)) + "=hierarchical");
+  ScopedConfig local("CIUIC_LOCAL_SIZE", std::to_string(p.local_size));
+  ScopedConfig inter("CIUIC_HIER_INTER_ALGO", p.inter);
+  ScopedConfig blocks("CIUIC_HIER_BLOCKS", p.blocks);
+  ScopedConfig chunk("CIUIC_CHUNK_BYTES", "16K");
+  ScopedConfig slots("CIUIC_SCRATCH_SLOTS", "3");
+  ScopedConfig timeout("CIUIC_TIMEOUT_MS", "60000");
+  Cluster cluster(p.n);
+  ASSERT_TRUE(cluster.ok());
+  int cases = 0, failures = 0;
+  for (int t = 0; t < CIUIC_NUM_DATATYPES; ++t) {
+    const auto type = static_cast<ciuic_datatype_t>(t);
+    for (int o = 0; o < (reduces(p.collective) ? CIUIC_NUM_OPS : 1); ++o) {
+      const auto op = static_cast<ciuic_op_t>(o);
+      const size_t small = std::vector<size_t>{1, 7, 13}[static_cast<size_t>(t + o) % 3];
+      const size_t large = (t + o) % 2 == 0 ? 1023 : 20011;
+      for (size_t count : {size_t{0}, small, large}) {
+        if (count == 0 && t + o > 0) continue;  // once is enough
+        const Placement placement = static_cast<Placement>((cases + t) % 3);
+        std::vector<std::string> errors(static_cast<size_t>(p.n));
+        cluster.run([&](int rank, ciuic_comm_t comm) {
+          errors[rank] = run_rank(p.collective, p.n, type, op, count, placement, 0, rank, comm);
+        });
+        ++cases;
+        for (int r = 0; r < p.n; ++r) {
+          if (errors[r].empty()) continue;
+          ADD_FAILURE() << reduce::datatype_name(type) << " " << reduce::op_name(op)
+                        << " count=" << count << " placement=" << static_cast<int>(placement)
+                        << ": rank " << r << ": " << errors[r];
+          ++failures;
+        }
+        ASSERT_LT(failures, 5) << "stopping after 5 failures";
+      }
+    }
+  }
+  EXPECT_GT(cases, 0);
+}
+
+std::vector<NodesParam> nodes_params() {
+  std::vector<NodesParam> out;
+  for (Collective c :
+       {Collective::kAllreduce, Collective::kReduceScatter, Collective::kAllgather}) {
+    out.push_back({c, 4, 2, "", "0"});
+    out.push_back({c, 6, 2, "tree", "2"});
+    out.push_back({c, 6, 3, "rabenseifner", "0"});
+    out.push_back({c, 5, 3, "ring", "3"});
+    out.push_back({c, 7, 2, "recursive_doubling", "0"});
+  }
+  return out;
+}
+
+INSTANTIATE_TEST_SUITE_P(All, HierarchicalOnNodesTest, ::testing::ValuesIn(nodes_params()),
+                         [](const ::testing::TestParamInfo<NodesParam>& param_info) {
+                           const NodesParam& q = param_info.param;
+                           return std::string(coll::collective_name(q.collective)) + "_" +
+                                  std::to_string(q.n) + "ranks_" + std::to_string(q.local_size) +
+                                  "pernode";
                          });
 
 }  // namespace

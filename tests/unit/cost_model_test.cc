@@ -10,6 +10,8 @@
 #include "coll/algorithms.h"
 #include "coll/builder.h"
 #include "coll/cost_model.h"
+#include "coll/tuner.h"
+#include "support/scoped_config.h"
 
 namespace ciuic::coll {
 namespace {
@@ -172,6 +174,80 @@ TEST(PredictTime, AgreesWithTheSchedulesWithinAThird) {
       }
     }
   }
+}
+
+TEST(Topology, NodesOfAnyLayout) {
+  const Topology uneven = topo("nodes:3+2+3", 8);
+  EXPECT_EQ(uneven.describe(), "nodes:3+2+3");
+  EXPECT_EQ(uneven.num_nodes(), 3);
+  EXPECT_EQ(uneven.node_of_rank(), (std::vector<int>{0, 0, 0, 1, 1, 2, 2, 2}));
+  EXPECT_EQ(topo("nodes:4+4", 8).describe(), "nodes:2");
+  Topology t;
+  for (const char* bad : {"nodes:3+2", "nodes:3+6", "nodes:3+0+5", "nodes:+8"})
+    EXPECT_EQ(Topology::parse(bad, 8, {}, &t).code(), CIUIC_ERR_INVALID_ARGUMENT) << bad;
+  // Any labels, numbered in order of first appearance; interleaved nodes route by them.
+  const Topology mixed = Topology::from_nodes({7, 3, 7, 3}, CostParams{});
+  EXPECT_EQ(mixed.node_of_rank(), (std::vector<int>{0, 1, 0, 1}));
+  EXPECT_EQ(mixed.describe(), "nodes:2 (interleaved)");
+  std::vector<int> links;
+  mixed.route(0, 2, &links);
+  EXPECT_EQ(mixed.link_bytes_per_s(links[0]), CostParams{}.local_bytes_per_s);
+  links.clear();
+  mixed.route(0, 1, &links);
+  EXPECT_EQ(mixed.link_bytes_per_s(links[0]), CostParams{}.link_bytes_per_s);
+}
+
+// The hierarchical plan against the event-driven run of its schedules, on nodes of equal
+// and unequal sizes, with whatever the plan picks between the nodes and for blocks.
+TEST(PredictTime, HierarchicalAgreesWithItsSchedulesWithinAThird) {
+  const size_t chunk = 256 << 10;
+  for (const char* topology : {"nodes:4", "nodes:2", "nodes:8", "nodes:6+4+6"}) {
+    ciuic::testing::ScopedConfig topo_config("CIUIC_TOPOLOGY", topology);
+    const Topology t = topo(topology, 16);
+    for (size_t bytes : {size_t{4096}, size_t{1} << 20, size_t{32} << 20}) {
+      for (Collective c :
+           {Collective::kAllreduce, Collective::kAllgather, Collective::kReduceScatter}) {
+        double simulated = 0;
+        const std::vector<Schedule> schedules = build_all(c, "hierarchical", 16, bytes, chunk);
+        Status s = simulate_time(schedules, t, &simulated);
+        ASSERT_TRUE(s.ok()) << s.message();
+        const double predicted = predict_time(c, "hierarchical", bytes, t, chunk);
+        ASSERT_GT(predicted, 0);
+        const double ratio = predicted / simulated;
+        EXPECT_TRUE(ratio > 0.67 && ratio < 1.5)
+            << collective_name(c) << " " << bytes << " B on " << topology << " ("
+            << schedules[0].algorithm << "): predicted " << predicted * 1e6 << " us, simulated "
+            << simulated * 1e6 << " us";
+      }
+    }
+  }
+}
+
+// A plan across the nodes is no slower than the flat algorithms where nodes matter most:
+// large buffers, slow NICs, fast links inside the node.
+TEST(PredictTime, HierarchicalBeatsFlatAlgorithmsOnSlowNicsForLargeBuffers) {
+  const Topology t = topo("nodes:8", 64);
+  const size_t bytes = size_t{64} << 20, chunk = 256 << 10;
+  const HierarchicalPlan plan = plan_hierarchical(Collective::kAllreduce, bytes, t, chunk);
+  EXPECT_TRUE(plan.flat.empty());
+  EXPECT_FALSE(plan.inter.empty());
+  for (const char* flat : {"ring", "tree", "rabenseifner", "recursive_doubling"})
+    EXPECT_LT(plan.seconds, predict_time(Collective::kAllreduce, flat, bytes, t, chunk)) << flat;
+  // Given as forced, the plan keeps the algorithm and the blocks.
+  const HierarchicalPlan forced =
+      plan_hierarchical(Collective::kAllreduce, bytes, t, chunk, "tree", 3);
+  EXPECT_EQ(forced.inter, "tree");
+  EXPECT_EQ(forced.blocks, 3);
+  // One node, or one rank per node: the flat algorithm the model likes best.
+  for (const char* degenerate : {"nodes:1", "nodes:64"}) {
+    const HierarchicalPlan flat =
+        plan_hierarchical(Collective::kAllreduce, bytes, topo(degenerate, 64), chunk);
+    EXPECT_FALSE(flat.flat.empty()) << degenerate;
+    EXPECT_NEAR(flat.seconds,
+                predict_time(Collective::kAllreduce, flat.flat, bytes, topo(degenerate, 64), chunk),
+                1e-12);
+  }
+  EXPECT_LT(plan_hierarchical(Collective::kAllreduce, bytes, topo("flat", 64), chunk).seconds, 0);
 }
 
 }  // namespace

@@ -5,12 +5,13 @@
 // bandwidth-optimal byte counts) and data races, run by simulate_dataflow over real
 // buffers, and compared with an independent reference. A second sweep uses 16-byte chunks
 // and 2 or 3 scratch slots, so pipelines are deep and slots are reused constantly, and
-// runs the steps in a shuffled order.
+// runs the steps in a shuffled order. The hierarchical algorithms run on nodes (nodes_for).
 #include <gtest/gtest.h>
 
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <set>
 #include <sstream>
 #include <string>
@@ -64,6 +65,22 @@ bool exact(ciuic_datatype_t t, ciuic_op_t op, int n) {
   return op == CIUIC_PROD ? n <= 24 : n <= 48;
 }
 
+// The hierarchical algorithms get nodes here (their own sweep over node layouts is
+// schedule_hierarchical_test.cc): nodes of the smallest divisor of n above one, or pairs
+// with a single rank last when n is prime; other algorithms ignore the layout.
+std::shared_ptr<const std::vector<int>> nodes_for(const std::string& algorithm, int n) {
+  if (algorithm != "hierarchical") return nullptr;
+  int per = 2;
+  for (int d = 2; d < n; ++d)
+    if (n % d == 0) {
+      per = d;
+      break;
+    }
+  std::vector<int> v;
+  for (int r = 0; r < n; ++r) v.push_back(r / per);
+  return std::make_shared<const std::vector<int>>(v);
+}
+
 // Runs cases, reporting the first few failures with the case that failed.
 class Sweep {
  public:
@@ -114,6 +131,7 @@ void sweep(Collective coll, const std::string& algorithm, const std::vector<int>
               c.placement = p;
               c.chunk_bytes = chunk_bytes;
               c.scratch_slots = slots;
+              c.node_of_rank = nodes_for(c.algorithm, n);
               do {
                 c.datatype = kDatatypes[rotation++ % std::size(kDatatypes)];
               } while (!exact(c.datatype, op, n));
@@ -211,7 +229,8 @@ TEST(ScheduleAlgorithms, AllreduceAndAllgatherAt128Ranks) {
 // One small case per (algorithm, rank count) beyond the main sweep's counts: the data
 // flow at every size of communicator up to 64, and at 1024 and 4096 ranks (a 16x16x16
 // torus) for the algorithms whose steps grow with log n or the grid's sides. The ring
-// and pairwise algorithms, whose steps per rank grow with n, and the 4096-rank torus
+// and pairwise algorithms and the hierarchical reduce-scatter and all-gather, whose steps
+// per rank grow with n, and the 4096-rank torus
 // all-reduce and reduce-scatter run in tests/slow (LABEL slow).
 Case scale_case(const Swept& p, int n, int variant) {
   Case c;
@@ -226,6 +245,7 @@ Case scale_case(const Swept& p, int n, int variant) {
   c.op = reduces(p.collective) && variant % 3 == 1 ? CIUIC_AVG : CIUIC_SUM;
   c.placement = placements(p.collective)[variant % placements(p.collective).size()];
   c.root = roots(p.collective, n)[variant % roots(p.collective, n).size()];
+  c.node_of_rank = nodes_for(c.algorithm, n);
   return c;
 }
 
@@ -237,12 +257,17 @@ TEST_P(ScheduleEveryRankCount, To64) {
 }
 INSTANTIATE_TEST_SUITE_P(All, ScheduleEveryRankCount, ::testing::ValuesIn(swept(false)), swept_name);
 
-bool steps_grow_with_n(const std::string& algorithm) { return algorithm == "ring" || algorithm == "pairwise"; }
+// Hierarchical reduce-scatter and all-gather copy every rank's block to or from staging
+// one step each (and run their ring across the nodes); they run at 1024 in tests/slow.
+bool steps_grow_with_n(const Swept& p) {
+  return p.algorithm == "ring" || p.algorithm == "pairwise" ||
+         (p.algorithm == "hierarchical" && p.collective != Collective::kAllreduce);
+}
 
 std::vector<Swept> swept_at_scale(bool largest) {
   std::vector<Swept> out;
   for (const Swept& p : swept(false)) {
-    if (steps_grow_with_n(p.algorithm)) continue;
+    if (steps_grow_with_n(p)) continue;
     // 4096-rank torus all-reduce and reduce-scatter (~10 s): tests/slow.
     if (largest && p.algorithm == "torus" && p.collective != Collective::kAllgather) continue;
     out.push_back(p);

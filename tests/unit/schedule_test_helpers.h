@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstring>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -33,10 +34,19 @@ struct Case {
   size_t chunk_bytes = 1 << 20;
   int scratch_slots = 16;
   uint64_t order_seed = 0;  // simulate_dataflow's run order
+  // Which node each rank is on (the hierarchical algorithms); null: unknown.
+  std::shared_ptr<const std::vector<int>> node_of_rank;
 
   std::string describe() const {
     static const char* kPlace[] = {"out of place", "in place", "in place (MPI)", "mixed in place"};
-    return std::string(collective_name(collective)) + "/" + algorithm + " n=" + std::to_string(nranks) +
+    std::string nodes;
+    if (node_of_rank) {
+      nodes = " nodes=";
+      for (size_t r = 0; r < node_of_rank->size() && r < 64; ++r)
+        nodes += (r ? "," : "") + std::to_string((*node_of_rank)[r]);
+      if (node_of_rank->size() > 64) nodes += ",...";
+    }
+    return std::string(collective_name(collective)) + "/" + algorithm + nodes + " n=" + std::to_string(nranks) +
            " count=" + std::to_string(count) + " " + reduce::datatype_name(datatype) + " " +
            reduce::op_name(op) + " root=" + std::to_string(root) + " " +
            kPlace[static_cast<int>(placement)] + " chunk=" + std::to_string(chunk_bytes) +
@@ -195,8 +205,14 @@ inline std::string check_properties(const Case& c, const CollectiveArgs& args, c
                                     const RankMemory& m) {
   const size_t elem = reduce::datatype_size(c.datatype);
   const size_t chunk = whole_elements(c.chunk_bytes, elem);
-  const bool chunked = s.algorithm == "ring" || s.algorithm == "chain" || s.algorithm == "pairwise" ||
-                       s.algorithm == "tree" || s.algorithm == "rabenseifner" || s.algorithm == "torus";
+  // Hierarchical schedules name what they are made of: "hierarchical(inter tree, 2 blocks)",
+  // or the flat algorithm that ran instead, "hierarchical(flat ring)".
+  const bool fell_back = s.algorithm.rfind("hierarchical(flat ", 0) == 0;
+  const std::string algo = fell_back ? s.algorithm.substr(18, s.algorithm.size() - 19) : s.algorithm;
+  const bool hierarchical = !fell_back && s.algorithm.rfind("hierarchical(", 0) == 0;
+  const bool chunked = algo == "ring" || algo == "chain" || algo == "pairwise" ||
+                       algo == "tree" || algo == "rabenseifner" || algo == "torus" ||
+                       (hierarchical && algo.find("recursive_doubling") == std::string::npos);
   const std::string who = rank_text(args.rank) + " ";
   size_t sent = 0, received = 0, largest_received = 0;
   for (uint32_t i = 0; i < s.steps.size(); ++i) {
@@ -235,10 +251,16 @@ inline std::string check_properties(const Case& c, const CollectiveArgs& args, c
   // each round's message.
   const size_t n = static_cast<size_t>(c.nranks), block = c.count * elem;
   size_t scratch_cap = 0;
-  if (s.algorithm == "pairwise") scratch_cap = block * n;
-  else if (s.algorithm == "recursive_doubling") scratch_cap = received;
-  else if (chunked) scratch_cap = static_cast<size_t>(c.scratch_slots) * largest_received;
-  if ((s.algorithm == "rabenseifner" || s.algorithm == "torus") && c.collective == Collective::kReduceScatter &&
+  if (algo == "pairwise") scratch_cap = block * n;
+  else if (algo == "recursive_doubling") scratch_cap = received;
+  else if (hierarchical) {
+    // A region per kind of phase (fold, in-node, tail, across, ...), each a pipeline's
+    // slots or, across the nodes by recursive doubling, every round's message; reduce-
+    // scatter and all-gather stage the whole rank-ordered buffer.
+    scratch_cap = 8 * static_cast<size_t>(c.scratch_slots) * largest_received + received;
+    if (c.collective != Collective::kAllreduce) scratch_cap += n * block;
+  } else if (chunked) scratch_cap = static_cast<size_t>(c.scratch_slots) * largest_received;
+  if ((algo == "rabenseifner" || algo == "torus") && c.collective == Collective::kReduceScatter &&
       n > 1 && block > 0)
     scratch_cap += n * block;  // the partial sums of the whole input
   if (s.scratch_bytes > scratch_cap)
@@ -255,13 +277,13 @@ inline std::string check_properties(const Case& c, const CollectiveArgs& args, c
   switch (c.collective) {
     case Collective::kAllreduce: {
       size_t lo = 0, hi = 0;
-      if (s.algorithm == "ring" && n > 1) {
+      if (algo == "ring" && n > 1) {
         // 2(n-1)/n of the buffer: all segments but two, each count/n rounded either way.
         lo = 2 * block - 2 * ((c.count + n - 1) / n * elem);
         hi = 2 * block - 2 * (c.count / n * elem);
-      } else if (s.algorithm == "recursive_doubling" && n > 1) {
+      } else if (algo == "recursive_doubling" && n > 1) {
         lo = hi = recursive_doubling_bytes(args.rank, c.nranks, block);
-      } else if (s.algorithm == "rabenseifner" && n > 1 && block > 0) {
+      } else if (algo == "rabenseifner" && n > 1 && block > 0) {
         // Halving then doubling among p = 2^k ranks: all blocks but its own, twice, within
         // one element per block where count/p does not divide evenly (the doubling sends
         // whole windows). A folded pair (ranks 2i, 2i+1 below 2(n-p)) trades the whole
@@ -277,12 +299,18 @@ inline std::string check_properties(const Case& c, const CollectiveArgs& args, c
           lo += block;
           hi += block;
         }
-      } else if (s.algorithm == "torus" && n > 1) {
+      } else if (algo == "torus" && n > 1) {
         // Rings along each dimension: about 2(n-1)/n of the buffer.
         // Uneven splits cost at most an element per segment and step.
         lo = block * (n - 1) / n;
         hi = 2 * block + 2 * n * elem;
-      } else if (s.algorithm == "tree" && n > 1) {
+      } else if (hierarchical) {
+        // In the node about the buffer twice; across the nodes a slice, by whichever
+        // algorithm (recursive doubling: a slice per round); an extra rank of a larger node
+        // hands its buffer over, its partner takes it in and sends the result back.
+        lo = 0;
+        hi = (6 + 2 * n) * (block + n * elem);
+      } else if (algo == "tree" && n > 1) {
         // Each half goes up once and down to at most two children in its tree; every
         // rank is below some root in at least one tree.
         lo = c.count / 2 * elem;
@@ -292,7 +320,8 @@ inline std::string check_properties(const Case& c, const CollectiveArgs& args, c
       break;
     }
     case Collective::kAllgather: case Collective::kReduceScatter: case Collective::kAlltoall:
-      if (s.algorithm == "rabenseifner" && n > 1 && (n & (n - 1)) != 0) {
+      if ((algo == "rabenseifner" && n > 1 && (n & (n - 1)) != 0) ||
+          (hierarchical && algo.find("rabenseifner") != std::string::npos)) {
         // Folded in: the even rank of a pair hands over its whole input (reduce-scatter)
         // or gets everything back (all-gather) through its odd neighbour, and the
         // virtual ranks' blocks are one or two ranks' blocks.
@@ -304,7 +333,7 @@ inline std::string check_properties(const Case& c, const CollectiveArgs& args, c
       break;
     case Collective::kBroadcast: {
       const size_t in = position != 0 ? block : 0;
-      if (s.algorithm == "tree") {  // the root sends each half once; others to <= 2 children per half
+      if (algo == "tree") {  // the root sends each half once; others to <= 2 children per half
         const bool root = position == 0;
         const size_t hi = n == 1 ? 0 : root ? block : 4 * ((c.count + 1) / 2 * elem);
         bad = expect("sends", sent, root ? hi : 0, hi) + expect("receives", received, in, in);
@@ -316,7 +345,7 @@ inline std::string check_properties(const Case& c, const CollectiveArgs& args, c
     }
     case Collective::kReduce: {
       const size_t out = n > 1 && position != 0 ? block : 0;
-      if (s.algorithm == "tree") {
+      if (algo == "tree") {
         const bool root = position == 0;
         const size_t hi = n == 1 ? 0 : root ? block : 4 * ((c.count + 1) / 2 * elem);
         bad = expect("sends", sent, out, out) + expect("receives", received, root ? hi : 0, hi);
@@ -412,6 +441,7 @@ inline std::string run_case(const Case& c) {
     a.in_place_mpi = a.in_place && c.placement == Placement::kInPlaceMpi;
     a.chunk_bytes = c.chunk_bytes;
     a.scratch_slots = c.scratch_slots;
+    a.node_of_rank = c.node_of_rank;
     Schedule& s = schedules[r];
     if (point_to_point(c.collective)) {
       a.peer = p2p_partner(r, n);

@@ -4,7 +4,9 @@
 // cached per-bucket choice stays within 10 % of the best prediction at every size.
 #include <gtest/gtest.h>
 
+#include <memory>
 #include <string>
+#include <vector>
 
 #include "coll/algorithms.h"
 #include "coll/cost_model.h"
@@ -103,6 +105,73 @@ TEST(Tuner, At4096RanksOnATorusWithinTenPercentOfTheBestEverywhere) {
           << ranked.front().algorithm;
     }
   }
+}
+
+// The same bar at 4096 ranks as 512 nodes of 8, where the hierarchical algorithms compete
+// (decided on the node layout CIUIC_TOPOLOGY gives): within 10 % everywhere, and the
+// hierarchical all-reduce is the choice somewhere.
+TEST(Tuner, At4096RanksOnNodesWithinTenPercentOfTheBestEverywhere) {
+  ScopedConfig topo("CIUIC_TOPOLOGY", "nodes:512");
+  Topology t;
+  ASSERT_TRUE(configured_topology(4096, &t).ok());
+  int hierarchical = 0;
+  for (Collective c : {Collective::kAllreduce, Collective::kAllgather, Collective::kReduceScatter,
+                       Collective::kBroadcast, Collective::kReduce}) {
+    for (size_t bytes = 1024; bytes <= (size_t{1} << 30); bytes *= 3) {
+      CollectiveArgs a = allreduce(4096, bytes);
+      a.collective = c;
+      const bool per_rank = c == Collective::kAllgather || c == Collective::kReduceScatter;
+      a.count = bytes / 4 / (per_rank ? 4096 : 1);
+      if (a.count == 0) continue;
+      const std::string chosen = default_algorithm(a);
+      hierarchical += chosen == "hierarchical" ? 1 : 0;
+      const std::vector<Prediction> ranked = rank_algorithms(a, t);
+      ASSERT_FALSE(ranked.empty());
+      double chosen_time = -1;
+      for (const Prediction& p : ranked)
+        if (p.algorithm == chosen) chosen_time = p.seconds;
+      ASSERT_GT(chosen_time, 0) << chosen;
+      EXPECT_LE(chosen_time, 1.10 * ranked.front().seconds)
+          << collective_name(c) << " " << bytes << " B: chose " << chosen << ", best "
+          << ranked.front().algorithm;
+    }
+  }
+  EXPECT_GT(hierarchical, 0);
+}
+
+TEST(Tuner, ConsidersHierarchicalOnlyWhereNodesHaveSeveralRanks) {
+  auto has = [](const std::vector<Prediction>& ranked) {
+    for (const Prediction& p : ranked)
+      if (p.algorithm == "hierarchical") return true;
+    return false;
+  };
+  const CollectiveArgs a = allreduce(64, 64 << 20);
+  Topology t;
+  ASSERT_TRUE(Topology::parse("flat", 64, {}, &t).ok());
+  EXPECT_FALSE(has(rank_algorithms(a, t)));
+  for (const char* degenerate : {"nodes:1", "nodes:64"}) {
+    ASSERT_TRUE(Topology::parse(degenerate, 64, {}, &t).ok());
+    EXPECT_FALSE(has(rank_algorithms(a, t))) << degenerate;
+  }
+  ASSERT_TRUE(Topology::parse("nodes:8", 64, {}, &t).ok());
+  EXPECT_TRUE(has(rank_algorithms(a, t)));
+}
+
+// With CIUIC_TOPOLOGY flat, a communicator that knows its nodes is modelled as those nodes:
+// the same large all-reduce goes hierarchical with the layout and flat without it.
+TEST(Tuner, ModelsTheCommunicatorsNodesWhenItKnowsThem) {
+  ScopedConfig topo("CIUIC_TOPOLOGY", "flat");
+  CollectiveArgs a = allreduce(32, 64 << 20);
+  EXPECT_NE(default_algorithm(a), std::string("hierarchical"));
+  std::vector<int> layout;
+  for (int r = 0; r < 32; ++r) layout.push_back(r % 4);  // 4 nodes, interleaved
+  a.node_of_rank = std::make_shared<const std::vector<int>>(layout);
+  EXPECT_EQ(default_algorithm(a), std::string("hierarchical"));
+  // One rank per node: the flat model stands, and nothing hierarchical is considered.
+  std::vector<int> spread;
+  for (int r = 0; r < 32; ++r) spread.push_back(r);
+  a.node_of_rank = std::make_shared<const std::vector<int>>(spread);
+  EXPECT_NE(default_algorithm(a), std::string("hierarchical"));
 }
 
 }  // namespace
