@@ -74,12 +74,29 @@ uint64_t layout_hash(const std::vector<int>* layout) {
   return h ^ layout->size();
 }
 
-// CIUIC_HIER_INTER_ALGO where `collective` has that algorithm (never hierarchical itself).
+// CIUIC_HIER_INTER_ALGO where `collective` has that algorithm (never hierarchical itself);
+// a name no collective has is said once.
 std::string forced_inter(Collective collective) {
   const std::string name = kHierInterAlgo.get();
-  if (name.empty() || name == "hierarchical") return "";
-  for (const AlgorithmEntry& e : registered_algorithms())
-    if (e.collective == collective && name == e.name) return name;
+  if (name.empty()) return "";
+  bool known = false;
+  for (const AlgorithmEntry& e : registered_algorithms()) {
+    if (name != e.name || name == "hierarchical") continue;
+    if (e.collective == collective) return name;
+    known = true;
+  }
+  if (!known) {
+    static std::mutex mutex;
+    static std::string warned;
+    std::lock_guard<std::mutex> lock(mutex);
+    if (warned != name) {
+      warned = name;
+      CIUIC_LOG_WARN(log::kColl,
+                     "CIUIC_HIER_INTER_ALGO=%s is no algorithm between nodes (ring, "
+                     "recursive_doubling, tree, rabenseifner): the cost model chooses",
+                     name.c_str());
+    }
+  }
   return "";
 }
 
@@ -161,13 +178,23 @@ std::vector<Prediction> rank_algorithms(const CollectiveArgs& args, const Topolo
     }
     double t = -1;
     if (std::string(e.name) == "hierarchical") {
-      // Only where there are nodes to exploit, and not where it would run a flat algorithm
-      // (already in the list under its own name).
-      if (topology.kind() != Topology::Kind::kNodes ||
-          !has_nodes_to_exploit(topology.node_of_rank()))
+      // Only where there are nodes to exploit — the communicator's own if it knows them, as
+      // the schedule will use them, else the topology's — and not where it would run a
+      // flat algorithm (already in the list under its own name).
+      Topology own_nodes;
+      const Topology* model = &topology;
+      if (args.node_of_rank) {
+        if (static_cast<int>(args.node_of_rank->size()) != args.nranks ||
+            topology.kind() == Topology::Kind::kTorus || !has_nodes_to_exploit(*args.node_of_rank))
+          continue;
+        own_nodes = Topology::from_nodes(*args.node_of_rank, topology.params());
+        model = &own_nodes;
+      } else if (topology.kind() != Topology::Kind::kNodes ||
+                 !has_nodes_to_exploit(topology.node_of_rank())) {
         continue;
+      }
       const HierarchicalPlan plan =
-          plan_hierarchical(args.collective, bytes, topology, args.chunk_bytes,
+          plan_hierarchical(args.collective, bytes, *model, args.chunk_bytes,
                             forced_inter(args.collective), forced_blocks());
       if (!plan.flat.empty()) continue;
       t = plan.seconds;

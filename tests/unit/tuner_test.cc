@@ -174,5 +174,19 @@ TEST(Tuner, ModelsTheCommunicatorsNodesWhenItKnowsThem) {
   EXPECT_NE(default_algorithm(a), std::string("hierarchical"));
 }
 
+// The schedule groups ranks by the communicator's nodes when it knows them; so does the
+// tuner, even where CIUIC_TOPOLOGY describes other nodes.
+TEST(Tuner, TheCommunicatorsNodesWinOverTheTopologysForHierarchical) {
+  ScopedConfig topo("CIUIC_TOPOLOGY", "nodes:4");
+  CollectiveArgs a = allreduce(32, 64 << 20);
+  EXPECT_EQ(default_algorithm(a), std::string("hierarchical"));
+  a.node_of_rank = std::make_shared<const std::vector<int>>(32, 0);  // all on one host
+  const std::string chosen = default_algorithm(a);
+  EXPECT_NE(chosen, "hierarchical");
+  Schedule s;
+  ASSERT_TRUE(build_schedule(a, "hierarchical", &s).ok());
+  EXPECT_EQ(s.algorithm, "hierarchical(flat " + chosen + ")");
+}
+
 }  // namespace
 }  // namespace ciuic::coll
