@@ -11,6 +11,8 @@
 #include <cstddef>
 #include <cstdio>
 #include <cstring>
+#include <mutex>
+#include <set>
 
 #include "base/log.h"
 
@@ -48,6 +50,14 @@ std::string cma_hint(int err) {
     default:
       return "";
   }
+}
+
+// True the first time `kind` is seen in this process.
+bool first_of_kind(int kind) {
+  static std::mutex mutex;
+  static std::set<int>* seen = new std::set<int>();
+  std::lock_guard<std::mutex> lock(mutex);
+  return seen->insert(kind).second;
 }
 
 }  // namespace
@@ -131,7 +141,9 @@ Status ShmListener::decide(Pending* p) {
   const CmaSetting mine = configured_cma();
   const CmaSetting theirs = p->hello.cma;
   std::string why;
+  int cause = 0;  // what decided the path: 0 the probe worked, -1/-2 a setting, else errno
   if (mine == CmaSetting::kOff || theirs == CmaSetting::kOff) {
+    cause = mine == CmaSetting::kOff ? -1 : -2;
     p->path = Path::kCopy;
     why = std::string("CIUIC_SHM_CMA=off on the ") +
           (mine == CmaSetting::kOff ? "receiver" : "sender");
@@ -157,18 +169,24 @@ Status ShmListener::decide(Pending* p) {
                            "; auto would copy instead");
       p->path = Path::kCopy;
       why = failure;
+      cause = n < 0 ? err : 999;
     }
   }
+  // INFO the first time this process sees a path for a given cause; TRACE afterwards (a
+  // rank on a node of 64 has 63 such channels, all alike).
+  const bool first = first_of_kind(static_cast<int>(p->path) * 1000 + cause);
+  const log::Level level = first ? log::Level::kInfo : log::Level::kTrace;
   if (p->path == Path::kCma) {
-    CIUIC_LOG_INFO(log::kNet,
-                   "shm channel from pid %d: messages above the sender's eager size are read "
-                   "straight from its buffer (single-copy CMA, process_vm_readv)",
-                   static_cast<int>(p->pid));
+    CIUIC_LOG(level, log::kNet,
+              "shm channel from pid %d: messages above the sender's eager size are read "
+              "straight from its buffer (single-copy CMA, process_vm_readv)%s",
+              static_cast<int>(p->pid), first ? "; further such channels are logged at TRACE" : "");
   } else {
-    CIUIC_LOG_INFO(log::kNet,
-                   "shm channel from pid %d: every message is copied through the %" PRIu64
-                   "-byte shared ring, large ones pipelined in chunks (no CMA: %s)",
-                   static_cast<int>(p->pid), ring, why.c_str());
+    CIUIC_LOG(level, log::kNet,
+              "shm channel from pid %d: every message is copied through the %" PRIu64
+              "-byte shared ring, large ones pipelined in chunks (no CMA: %s)%s",
+              static_cast<int>(p->pid), ring, why.c_str(),
+              first ? "; further such channels are logged at TRACE" : "");
   }
   return Status::Ok();
 }
