@@ -229,6 +229,7 @@ void run_matrix(int n, Tally& tally) {
   std::vector<ciuic_comm_t> comms = make_comms(n, tally);
   if (comms.empty()) return;
   const std::vector<Case> cases = all_cases();
+  Barrier barrier(n);
   testing::run_threads(n, [&](int rank) {
     GPU_OK(tally, cudaSetDevice(0));
     RankBuffers b;
@@ -236,7 +237,9 @@ void run_matrix(int n, Tally& tally) {
     GPU_OK(tally, cudaMalloc(reinterpret_cast<void**>(&b.send), b.bytes));
     GPU_OK(tally, cudaMalloc(reinterpret_cast<void**>(&b.recv), b.bytes));
     GPU_OK(tally, cudaStreamCreateWithFlags(&b.stream, cudaStreamNonBlocking));
+    barrier.wait();
     for (const Case& c : cases) run_case(c, rank, n, comms[rank], b, tally);
+    barrier.wait();
     cudaStreamDestroy(b.stream);
     cudaFree(b.send);
     cudaFree(b.recv);

@@ -6,6 +6,7 @@
 #include <cuda_runtime_api.h>
 
 #include <atomic>
+#include <condition_variable>
 #include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
@@ -69,6 +70,32 @@ inline int skip_without_gpu(const char* name) {
 #define GPU_OK(tally, call)                                                        \
   (tally).check((call) == cudaSuccess, "%s:%d: %s: %s", __FILE__, __LINE__, #call, \
                 cudaGetErrorString(cudaGetLastError()))
+
+// Rank threads meet here: setup (allocations) finishes on every rank before any rank's
+// stream waits on a collective, and no rank frees memory while another's stream still
+// waits (ranks that are threads share one CUDA context).
+class Barrier {
+ public:
+  explicit Barrier(int n) : n_(n) {}
+  void wait() {
+    std::unique_lock<std::mutex> lock(mutex_);
+    const int generation = generation_;
+    if (++arrived_ == n_) {
+      arrived_ = 0;
+      ++generation_;
+      cv_.notify_all();
+      return;
+    }
+    cv_.wait(lock, [&] { return generation != generation_; });
+  }
+
+ private:
+  const int n_;
+  int arrived_ = 0;
+  int generation_ = 0;
+  std::mutex mutex_;
+  std::condition_variable cv_;
+};
 
 // n communicators, one per rank, made by n threads of this process.
 inline std::vector<ciuic_comm_t> make_comms(int n, Tally& tally) {

@@ -11,6 +11,7 @@
 #include <cstring>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "gpu_test.h"
@@ -73,6 +74,7 @@ void ordering(Tally& tally, int n, size_t count, int iters, const char* label,
               bool nonblocking = false) {
   std::vector<ciuic_comm_t> comms = make_comms(n, tally);
   if (comms.empty()) return;
+  Barrier barrier(n);
   testing::run_threads(n, [&](int rank) {
     cudaSetDevice(0);
     RankState s;
@@ -81,6 +83,7 @@ void ordering(Tally& tally, int n, size_t count, int iters, const char* label,
     GPU_OK(tally, cudaMalloc(&s.recv, count * sizeof(float)));
     GPU_OK(tally, cudaMalloc(&s.errors, sizeof(unsigned long long)));
     GPU_OK(tally, cudaMemsetAsync(s.errors, 0, sizeof(unsigned long long), s.stream));
+    barrier.wait();
     std::vector<ciuic_request_t> requests;
     for (int it = 0; it < iters; ++it) {
       slow_fill<<<grid_for(count), 256, 0, s.stream>>>(s.send, count, rank, it, 200000);
@@ -108,6 +111,7 @@ void ordering(Tally& tally, int n, size_t count, int iters, const char* label,
     GPU_OK(tally, cudaStreamSynchronize(s.stream));
     tally.check(errors == 0, "%s: rank %d: %llu wrong elements over %d iterations", label, rank,
                 errors, iters);
+    barrier.wait();
     cudaFree(s.send);
     cudaFree(s.recv);
     cudaFree(s.errors);
@@ -122,6 +126,7 @@ void ordering(Tally& tally, int n, size_t count, int iters, const char* label,
 void two_comms(Tally& tally, int n, size_t count, int iters) {
   std::vector<ciuic_comm_t> a = make_comms(n, tally), b = make_comms(n, tally);
   if (a.empty() || b.empty()) return;
+  Barrier barrier(n);
   testing::run_threads(n, [&](int rank) {
     cudaSetDevice(0);
     RankState s[2];
@@ -132,6 +137,7 @@ void two_comms(Tally& tally, int n, size_t count, int iters) {
       GPU_OK(tally, cudaMalloc(&st.errors, sizeof(unsigned long long)));
       GPU_OK(tally, cudaMemsetAsync(st.errors, 0, sizeof(unsigned long long), st.stream));
     }
+    barrier.wait();
     for (int it = 0; it < iters; ++it) {
       for (int k = 0; k < 2; ++k) {
         RankState& st = s[k];
@@ -146,6 +152,8 @@ void two_comms(Tally& tally, int n, size_t count, int iters) {
         scribble<<<grid_for(count), 256, 0, st.stream>>>(st.recv, count);
       }
     }
+    for (int k = 0; k < 2; ++k) GPU_OK(tally, cudaStreamSynchronize(s[k].stream));
+    barrier.wait();
     for (int k = 0; k < 2; ++k) {
       unsigned long long errors = 0;
       GPU_OK(tally, cudaMemcpyAsync(&errors, s[k].errors, sizeof errors, cudaMemcpyDeviceToHost,
@@ -169,6 +177,7 @@ void two_comms(Tally& tally, int n, size_t count, int iters) {
 void mixed_with_host(Tally& tally, int n) {
   std::vector<ciuic_comm_t> comms = make_comms(n, tally);
   if (comms.empty()) return;
+  Barrier barrier(n);
   const size_t count = 300001;
   testing::run_threads(n, [&](int rank) {
     cudaSetDevice(0);
@@ -178,6 +187,7 @@ void mixed_with_host(Tally& tally, int n) {
     int32_t* dev = nullptr;
     GPU_OK(tally, cudaMalloc(&dev, count * sizeof(int32_t)));
     GPU_OK(tally, cudaMemcpy(dev, host.data(), count * sizeof(int32_t), cudaMemcpyHostToDevice));
+    barrier.wait();
     for (int round = 0; round < 3; ++round) {
       ciuic_request_t req = nullptr;
       CIUIC_EXPECT(tally, comms[rank],
@@ -199,6 +209,7 @@ void mixed_with_host(Tally& tally, int n) {
                   "elements wrong",
                   rank, round, bad_host, bad_dev);
     }
+    barrier.wait();
     cudaFree(dev);
     cudaStreamDestroy(stream);
   });
@@ -211,6 +222,7 @@ void mixed_with_host(Tally& tally, int n) {
 void memory_kinds(Tally& tally, int n) {
   std::vector<ciuic_comm_t> comms = make_comms(n, tally);
   if (comms.empty()) return;
+  Barrier barrier(n);
   const size_t count = 100003;
   testing::run_threads(n, [&](int rank) {
     cudaSetDevice(0);
@@ -222,6 +234,7 @@ void memory_kinds(Tally& tally, int n) {
     GPU_OK(tally, cudaMalloc(&dev, count * sizeof(double)));
     for (size_t i = 0; i < count; ++i)
       managed[i] = pinned[i] = static_cast<double>(i % 13) * (rank + 1);
+    barrier.wait();
     const double factor = n * (n + 1) / 2.0;
     auto bad_in = [&](const double* p) {
       size_t bad = 0;
@@ -257,6 +270,7 @@ void memory_kinds(Tally& tally, int n) {
       tally.check(bad_in(out.data()) == 0, "device memory with a NULL stream, rank %d: %zu wrong",
                   rank, bad_in(out.data()));
     }
+    barrier.wait();
     cudaFree(managed);
     cudaFreeHost(pinned);
     cudaFree(dev);
@@ -364,31 +378,43 @@ void stuck_stream(Tally& tally, bool by_abort) {
 }  // namespace
 }  // namespace ciuic::gputest
 
-int main() {
+// With an argument, runs only the parts whose label contains it ("4 KB", "two", ...).
+int main(int argc, char** argv) {
   using namespace ciuic::gputest;
   if (int s = skip_without_gpu("gpu_stream_test")) return s;
+  const std::string only = argc > 1 ? argv[1] : "";
+  auto want = [&](const std::string& label) {
+    return only.empty() || label.find(only) != std::string::npos;
+  };
   Tally tally;
   {
     ciuic::testing::ScopedConfig chunk("CIUIC_CUDA_CHUNK_BYTES", "1M");
     for (int n : {2, 4}) {
-      std::string label = std::to_string(n) + " ranks";
-      ordering(tally, n, 1000, 20, (label + ", 4 KB, blocking").c_str());
-      ordering(tally, n, 3 * 1024 * 1024 + 5, 6, (label + ", 12 MB (13 chunks, 4 slots)").c_str());
-      ordering(tally, n, 777777, 8, (label + ", 3 MB, non-blocking").c_str(), true);
-      two_comms(tally, n, 500001, 6);
+      const std::string label = std::to_string(n) + " ranks";
+      for (const auto& [what, count, iters, nb] :
+           {std::tuple<const char*, size_t, int, bool>{", 4 KB, blocking", 1000, 20, false},
+            {", 12 MB (13 chunks, 4 slots)", 3 * 1024 * 1024 + 5, 6, false},
+            {", 3 MB, non-blocking", 777777, 8, true}})
+        if (want(label + what)) ordering(tally, n, count, iters, (label + what).c_str(), nb);
+      if (want(label + ", two communicators")) two_comms(tally, n, 500001, 6);
     }
     {
       ciuic::testing::ScopedConfig wait("CIUIC_CUDA_STREAM_WAIT", "kernel");
-      ordering(tally, 2, 3 * 1024 * 1024 + 5, 4,
-               "2 ranks, 12 MB, streams held by the polling kernel");
-      ordering(tally, 2, 1000, 10, "2 ranks, 4 KB, streams held by the polling kernel");
+      if (want("2 ranks, 12 MB, polling kernel"))
+        ordering(tally, 2, 3 * 1024 * 1024 + 5, 4, "2 ranks, 12 MB, polling kernel");
+      if (want("2 ranks, 4 KB, polling kernel"))
+        ordering(tally, 2, 1000, 10, "2 ranks, 4 KB, polling kernel");
     }
   }
-  mixed_with_host(tally, 3);
-  memory_kinds(tally, 2);
-  memory_kinds(tally, 1);
-  errors(tally);
-  stuck_stream(tally, false);
-  stuck_stream(tally, true);
+  if (want("device and host")) mixed_with_host(tally, 3);
+  if (want("memory kinds")) {
+    memory_kinds(tally, 2);
+    memory_kinds(tally, 1);
+  }
+  if (want("refused")) errors(tally);
+  if (want("stuck")) {
+    stuck_stream(tally, false);
+    stuck_stream(tally, true);
+  }
   return tally.finish("gpu_stream_test");
 }
