@@ -343,9 +343,7 @@ Status build_hierarchical_reduce_scatter(const CollectiveArgs& a, Schedule* s) {
     sub.in_place = true;  // NCCL's form: this rank's part lies inside the staged input
     SubGroup g{lay.members[lay.node], at(Buffer::kScratch, 0), at(Buffer::kScratch, mine_at),
                at(Buffer::kScratch, s->scratch_bytes)};
-    Schedule piece;
-    CIUIC_RETURN_IF_ERROR(build_schedule(sub, "ring", &piece));
-    splice_schedule(s, piece, g, &ledgers);
+    CIUIC_RETURN_IF_ERROR(append_sub_collective(s, sub, "ring", g, &ledgers));
   }
   {
     std::vector<int> across(N);
@@ -354,9 +352,7 @@ Status build_hierarchical_reduce_scatter(const CollectiveArgs& a, Schedule* s) {
         sub_args(a, Collective::kReduceScatter, lay.node, static_cast<int>(N), a.count);
     SubGroup g{across, at(Buffer::kScratch, mine_at), at(Buffer::kRecv, 0),
                at(Buffer::kScratch, s->scratch_bytes)};
-    Schedule piece;
-    CIUIC_RETURN_IF_ERROR(build_schedule(sub, inter, &piece));
-    splice_schedule(s, piece, g, &ledgers);
+    CIUIC_RETURN_IF_ERROR(append_sub_collective(s, sub, inter, g, &ledgers));
   }
   if (a.op == CIUIC_AVG) average(s, &ledgers, Range{0, block}, a.chunk_bytes, elem);
   return Status::Ok();
@@ -386,9 +382,7 @@ Status build_hierarchical_allgather(const CollectiveArgs& a, Schedule* s) {
         sub_args(a, Collective::kAllgather, lay.node, static_cast<int>(N), a.count);
     SubGroup g{across, input, at(Buffer::kScratch, mine_at),
                at(Buffer::kScratch, s->scratch_bytes)};
-    Schedule piece;
-    CIUIC_RETURN_IF_ERROR(build_schedule(sub, inter, &piece));
-    splice_schedule(s, piece, g, &ledgers);
+    CIUIC_RETURN_IF_ERROR(append_sub_collective(s, sub, inter, g, &ledgers));
   }
   {
     CollectiveArgs sub =
@@ -396,9 +390,7 @@ Status build_hierarchical_allgather(const CollectiveArgs& a, Schedule* s) {
     sub.in_place = true;
     SubGroup g{lay.members[lay.node], at(Buffer::kScratch, 0), at(Buffer::kScratch, 0),
                at(Buffer::kScratch, s->scratch_bytes)};
-    Schedule piece;
-    CIUIC_RETURN_IF_ERROR(build_schedule(sub, "ring", &piece));
-    splice_schedule(s, piece, g, &ledgers);
+    CIUIC_RETURN_IF_ERROR(append_sub_collective(s, sub, "ring", g, &ledgers));
   }
   copy_staged(s, &ledgers, lay, at(Buffer::kRecv, 0), 0, block, false);
   return Status::Ok();
