@@ -361,8 +361,9 @@ TEST(SpliceSchedule, PiecesWaitForEarlierPiecesOnTheirBytes) {
     EXPECT_EQ(first, copied + 1);
     // Peers mapped: every message of the piece goes to a rank of the same parity.
     for (uint32_t i = first; i < s.steps.size(); ++i) {
-      if (s.steps[i].kind == StepKind::kSend || s.steps[i].kind == StepKind::kRecv)
+      if (s.steps[i].kind == StepKind::kSend || s.steps[i].kind == StepKind::kRecv) {
         EXPECT_EQ(s.steps[i].peer % 2, r % 2);
+      }
     }
     const size_t scratch_after_first = s.scratch_bytes;
     EXPECT_EQ(scratch_after_first, piece.scratch_bytes);

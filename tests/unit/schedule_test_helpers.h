@@ -14,6 +14,7 @@
 #include "coll/algorithms.h"
 #include "coll/builder.h"
 #include "coll/simulate.h"
+#include "coll/tuner.h"
 #include "reduce/reduce.h"
 #include "support/reference.h"
 
@@ -304,12 +305,22 @@ inline std::string check_properties(const Case& c, const CollectiveArgs& args, c
         // Uneven splits cost at most an element per segment and step.
         lo = block * (n - 1) / n;
         hi = 2 * block + 2 * n * elem;
-      } else if (hierarchical) {
-        // In the node about the buffer twice; across the nodes a slice, by whichever
-        // algorithm (recursive doubling: a slice per round); an extra rank of a larger node
-        // hands its buffer over, its partner takes it in and sends the result back.
+      } else if (hierarchical && node_layout(args)) {
+        // In the node the buffer about twice; across the nodes a slice (or the buffer, for
+        // node leaders), by whichever algorithm: at most a slice per round, log2 of the
+        // nodes rounds and two more; an extra rank of a larger node hands its buffer over,
+        // and its partner sends the result back to each of its extras.
+        std::map<int, size_t> sizes;
+        for (int node : *node_layout(args)) ++sizes[node];
+        size_t smallest = n, largest = 0, rounds = 2;
+        for (const auto& [node, size] : sizes) {
+          smallest = std::min(smallest, size);
+          largest = std::max(largest, size);
+        }
+        while ((size_t{1} << rounds) < 4 * sizes.size()) ++rounds;
+        const size_t extras = (largest - smallest + smallest - 1) / smallest;
         lo = 0;
-        hi = (6 + 2 * n) * (block + n * elem);
+        hi = (2 + rounds + extras) * (block + n * elem);
       } else if (algo == "tree" && n > 1) {
         // Each half goes up once and down to at most two children in its tree; every
         // rank is below some root in at least one tree.
