@@ -136,8 +136,10 @@ int run_simulate(const Options& o) {
       }
     }
     if (seconds < 0) {
-      std::fprintf(stderr, "ciuic-perf simulate: the model has no %s for %s\n", algorithm.c_str(),
-                   o.collective.c_str());
+      std::fprintf(stderr, "ciuic-perf simulate: the model has no %s for %s%s\n", algorithm.c_str(),
+                   o.collective.c_str(),
+                   algorithm == "hierarchical" ? " on this topology: it needs nodes (--topo nodes:N)"
+                                               : "");
       return 2;
     }
     const double algbw = seconds > 0 ? static_cast<double>(bytes) / seconds / 1e9 : 0;
