@@ -177,11 +177,13 @@ void run_case(const Case& c, int rank, int n, ciuic_comm_t comm, RankBuffers& b,
     return;
 
   const size_t check_count = c.kind == Kind::kReduceScatter ? count : out_count;
+  // The stream first, then a plain copy: a pageable copy that waits on a stream ciuic holds
+  // would block the other ranks' threads, which share this CUDA context (docs/gpu.md).
+  GPU_OK(tally, cudaStreamSynchronize(b.stream));
   b.host_out.assign(check_count * elem, 0);
   if (check_count > 0)
-    GPU_OK(tally, cudaMemcpyAsync(b.host_out.data(), output, check_count * elem,
-                                  cudaMemcpyDeviceToHost, b.stream));
-  GPU_OK(tally, cudaStreamSynchronize(b.stream));
+    GPU_OK(tally,
+           cudaMemcpy(b.host_out.data(), output, check_count * elem, cudaMemcpyDeviceToHost));
   if (count == 0) return;
 
   b.want.assign(check_count * elem, 0);

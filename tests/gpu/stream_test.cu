@@ -105,10 +105,12 @@ void ordering(Tally& tally, int n, size_t count, int iters, const char* label,
     }
     for (auto& r : requests)
       if (r != nullptr) CIUIC_EXPECT(tally, comms[rank], ciuic_wait(&r));
-    unsigned long long errors = 0;
-    GPU_OK(tally,
-           cudaMemcpyAsync(&errors, s.errors, sizeof errors, cudaMemcpyDeviceToHost, s.stream));
+    // Every rank's stream done before any pageable copy: such a copy waits holding the
+    // context, and ranks that are threads share it (docs/gpu.md).
     GPU_OK(tally, cudaStreamSynchronize(s.stream));
+    barrier.wait();
+    unsigned long long errors = 0;
+    GPU_OK(tally, cudaMemcpy(&errors, s.errors, sizeof errors, cudaMemcpyDeviceToHost));
     tally.check(errors == 0, "%s: rank %d: %llu wrong elements over %d iterations", label, rank,
                 errors, iters);
     barrier.wait();
@@ -197,6 +199,7 @@ void mixed_with_host(Tally& tally, int n) {
                    ciuic_allreduce(host.data(), host_out.data(), count, CIUIC_INT32, CIUIC_SUM,
                                    comms[rank], nullptr));
       CIUIC_EXPECT(tally, comms[rank], ciuic_wait(&req));
+      barrier.wait();
       GPU_OK(tally,
              cudaMemcpy(dev_out.data(), dev, count * sizeof(int32_t), cudaMemcpyDeviceToHost));
       size_t bad_host = 0, bad_dev = 0;
@@ -253,9 +256,9 @@ void memory_kinds(Tally& tally, int n) {
         tally, comms[rank],
         ciuic_allreduce(pinned, dev, count, CIUIC_FLOAT64, CIUIC_SUM, comms[rank], stream));
     std::vector<double> out(count);
-    GPU_OK(tally, cudaMemcpyAsync(out.data(), dev, count * sizeof(double), cudaMemcpyDeviceToHost,
-                                  stream));
     GPU_OK(tally, cudaStreamSynchronize(stream));
+    barrier.wait();
+    GPU_OK(tally, cudaMemcpy(out.data(), dev, count * sizeof(double), cudaMemcpyDeviceToHost));
     tally.check(bad_in(out.data()) == 0, "pinned host to device on a stream, rank %d: %zu wrong",
                 rank, bad_in(out.data()));
     // Device buffers, NULL stream: the legacy default stream orders it. Ranks that are
