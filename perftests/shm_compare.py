@@ -30,7 +30,7 @@ CONFIGS = [
 def run(perf, transport, env_extra, mode, size, iters):
     env = dict(os.environ, CIUIC_SOCKET_IFNAME="lo", **env_extra)
     cmd = [perf, "transport", mode, "--transport", transport, "-N", "2", "-b", size, "-e", size,
-           "-n", str(iters), "-w", "5"]
+           "-n", str(iters), "-w", "5" if mode == "lat" else "20"]
     for attempt in range(3):  # a run that fails to start is retried, never counted
         p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
         rows = [l.split() for l in p.stdout.splitlines() if l.strip() and not l.startswith("#")]
@@ -41,12 +41,24 @@ def run(perf, transport, env_extra, mode, size, iters):
     return float("nan")
 
 
+def parse_size(text):
+    scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    return int(text[:-1]) * scale[text[-1]] if text[-1] in scale else int(text)
+
+
+def bw_iters(size, total):
+    # ciuic-perf runs -n x 50 messages up to 64 KiB, -n above: move about `total` bytes,
+    # so that the two ranks' start-up skew (milliseconds) is small beside the transfer.
+    per = parse_size(size) * (50 if parse_size(size) <= 65536 else 1)
+    return max(20, total // per)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--build", default="build")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--sizes", default="64K,2M,16M,128M")
-    ap.add_argument("--iters", type=int, default=20)
+    ap.add_argument("--total", default="4G", help="bytes each bandwidth run moves")
     args = ap.parse_args()
     perf = os.path.join(args.build, "perftests", "ciuic-perf")
     sizes = args.sizes.split(",")
@@ -57,7 +69,7 @@ def main():
                 run(perf, transport, env, "lat", "8", 2000))
             for size in sizes:
                 results.setdefault((name, size), []).append(
-                    run(perf, transport, env, "bw", size, args.iters))
+                    run(perf, transport, env, "bw", size, bw_iters(size, parse_size(args.total))))
         sys.stderr.write(f"round {r + 1} of {args.rounds} done\n")
     cols = ["8 B lat"] + sizes
     print(f"| transport | 8 B latency (µs, p50) | " +
