@@ -5,8 +5,10 @@
  * header throws, and no user error aborts the process: every call returns a
  * ciuic_result_t, and ciuic_comm_get_last_error() says what went wrong.
  *
- * Buffers are host memory in this release; a non-NULL stream argument (or a
- * CUDA device pointer) returns CIUIC_ERR_UNSUPPORTED with a message.
+ * Buffers are host memory, or CUDA memory (device, managed, pinned host) in builds
+ * with CUDA: a call with CUDA buffers or a stream is enqueued on the stream and returns,
+ * as NCCL's are (docs/gpu.md). A build without CUDA returns CIUIC_ERR_UNSUPPORTED for
+ * them, with a message saying so.
  */
 #ifndef CIUIC_CIUIC_H
 #define CIUIC_CIUIC_H
@@ -74,7 +76,8 @@ typedef enum {
 /* Opaque handles. */
 typedef struct ciuic_comm* ciuic_comm_t;
 typedef struct ciuic_request* ciuic_request_t;
-/* Reserved for cudaStream_t; NULL means host buffers, run on the calling thread. */
+/* A cudaStream_t. NULL with host buffers: the call runs on the calling thread; NULL with
+ * CUDA buffers: the legacy default stream. */
 typedef void* ciuic_stream_t;
 
 #define CIUIC_UNIQUE_ID_BYTES 128
@@ -187,6 +190,16 @@ CIUIC_API ciuic_result_t ciuic_wait(ciuic_request_t* request);
 /* Never blocks. *done = 1 when complete: the request is then freed, *request = NULL and
  * the operation's result is returned. *done = 0 returns CIUIC_SUCCESS. */
 CIUIC_API ciuic_result_t ciuic_test(ciuic_request_t* request, int* done);
+
+/* ---- groups (CUDA streams) ----
+ * Between ciuic_group_start and ciuic_group_end (per thread; groups nest, the outermost end
+ * counts), send/recv calls on CUDA streams are collected, and ciuic_group_end enqueues each
+ * communicator's as one operation on their stream: an exchange in which every rank sends
+ * first cannot deadlock. A communicator's calls in one group share one stream. Collectives
+ * and host-buffer calls inside a group are issued at once. A request of a grouped call
+ * completes only after ciuic_group_end. */
+CIUIC_API ciuic_result_t ciuic_group_start(void);
+CIUIC_API ciuic_result_t ciuic_group_end(void);
 
 #ifdef __cplusplus
 }

@@ -129,9 +129,17 @@ ciuic_result_t run_once(const Ctx& c, const Shape& s, const void* send, void* re
     return CIUIC_SUCCESS;
   }
   ciuic_request_t reqs[2] = {nullptr, nullptr};
+  ciuic_group_start();  // on a stream, the exchange is one operation (host calls run at once)
   ciuic_result_t rc = ciuic_isend(send, s.count, c.o.datatype, (c.rank + 1) % c.n, c.comm, st, &reqs[0]);
-  if (rc != CIUIC_SUCCESS) return rc;
-  rc = ciuic_irecv(recv, s.count, c.o.datatype, (c.rank + c.n - 1) % c.n, c.comm, st, &reqs[1]);
+  if (rc == CIUIC_SUCCESS)
+    rc = ciuic_irecv(recv, s.count, c.o.datatype, (c.rank + c.n - 1) % c.n, c.comm, st, &reqs[1]);
+  ciuic_result_t rc_group = ciuic_group_end();
+  if (rc == CIUIC_SUCCESS) rc = rc_group;
+  if (rc != CIUIC_SUCCESS) {
+    for (auto& r : reqs)
+      if (r != nullptr) ciuic_wait(&r);
+    return rc;
+  }
   ciuic_result_t rc0 = ciuic_wait(&reqs[0]);
   ciuic_result_t rc1 = rc == CIUIC_SUCCESS ? ciuic_wait(&reqs[1]) : rc;
   return rc0 != CIUIC_SUCCESS ? rc0 : rc1;

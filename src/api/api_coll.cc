@@ -106,6 +106,39 @@ Status check(const Call& c, int nranks, int rank, coll::CollectiveArgs* args, co
   return Status::Ok();
 }
 
+// Send/recv on CUDA streams between ciuic_group_start and ciuic_group_end (per thread, as
+// NCCL's groups): collected here, issued together by the outermost ciuic_group_end.
+struct Grouped {
+  std::shared_ptr<ciuic_comm> handle;
+  std::shared_ptr<core::Communicator> comm;
+  cuda::CommState::GroupPart part;
+};
+thread_local int g_group_depth = 0;
+thread_local std::vector<Grouped> g_grouped;
+
+ciuic_result_t issue_groups() {
+  std::vector<Grouped> calls;
+  calls.swap(g_grouped);
+  ciuic_result_t result = CIUIC_SUCCESS;
+  std::vector<bool> taken(calls.size(), false);
+  for (size_t i = 0; i < calls.size(); ++i) {
+    if (taken[i]) continue;
+    std::vector<cuda::CommState::GroupPart> parts;  // this communicator's, in issue order
+    for (size_t j = i; j < calls.size(); ++j) {
+      if (calls[j].handle != calls[i].handle) continue;
+      parts.push_back(calls[j].part);
+      taken[j] = true;
+    }
+    Status s = calls[i].handle->cuda.issue_group(calls[i].comm, parts);
+    if (s.ok()) continue;
+    for (auto& part : parts)
+      if (part.op) cuda::fail(part.op, s);
+    ciuic_result_t code = record_for(calls[i].handle, s);
+    if (result == CIUIC_SUCCESS) result = code;
+  }
+  return result;
+}
+
 ciuic_result_t issue(ciuic_comm* handle, const Call& call, ciuic_request_t* request) {
   std::shared_ptr<ciuic_comm> h;
   Status s = lookup(handle, &h);
@@ -121,11 +154,15 @@ ciuic_result_t issue(ciuic_comm* handle, const Call& call, ciuic_request_t* requ
   s = cuda::place(args, buffers, call.stream, &where);
   if (!s.ok()) return record_for(h, s);
   if (where.device) {
-    // A non-blocking send/recv waits, as on the host, for what needs it (docs/gpu.md).
-    const bool deferred = request != nullptr && (call.collective == coll::Collective::kSend ||
-                                                 call.collective == coll::Collective::kRecv);
+    const bool p2p = call.collective == coll::Collective::kSend || call.collective == coll::Collective::kRecv;
+    if (p2p && g_group_depth > 0) {  // collected: ciuic_group_end issues the group
+      std::shared_ptr<cuda::DeviceOp> op = request ? cuda::pending_op() : nullptr;
+      g_grouped.push_back({h, comm, cuda::CommState::GroupPart{args, buffers, where, op}});
+      if (request != nullptr) *request = new ciuic_request{comm, h, nullptr, op};
+      return CIUIC_SUCCESS;
+    }
     std::shared_ptr<cuda::DeviceOp> device_op;
-    s = h->cuda.issue(comm, args, buffers, where, deferred, request ? &device_op : nullptr);
+    s = h->cuda.issue(comm, args, buffers, where, request ? &device_op : nullptr);
     if (!s.ok()) return record_for(h, s);
     if (request != nullptr) *request = new ciuic_request{comm, h, nullptr, device_op};
     return CIUIC_SUCCESS;
@@ -243,6 +280,19 @@ ciuic_result_t ciuic_ibarrier(ciuic_comm_t comm, ciuic_stream_t stream, ciuic_re
   return api::issue_nonblocking(comm, Call{C::kBarrier, nullptr, nullptr, 0, CIUIC_UINT8, CIUIC_SUM, 0, -1, stream}, request);
 }
 
+ciuic_result_t ciuic_group_start(void) {
+  ++api::g_group_depth;
+  return CIUIC_SUCCESS;
+}
+
+ciuic_result_t ciuic_group_end(void) {
+  if (api::g_group_depth == 0)
+    return api::record(nullptr, invalid_argument("ciuic_group_end: no group is open on this thread "
+                                                 "(ciuic_group_start was not called)"));
+  if (--api::g_group_depth > 0) return CIUIC_SUCCESS;
+  return api::issue_groups();
+}
+
 ciuic_result_t ciuic_wait(ciuic_request_t* request) {
   if (request == nullptr || *request == nullptr)
     return api::record(nullptr, invalid_argument("ciuic_wait: the request is NULL"));
@@ -260,7 +310,7 @@ ciuic_result_t ciuic_test(ciuic_request_t* request, int* done) {
   ciuic_request* r = *request;
   if (r->device_op) {
     bool finished = false;
-    Status s = cuda::test(r->device_op, &finished);  // also starts deferred send/recv
+    Status s = cuda::test(r->device_op, &finished);
     if (!s.ok()) return api::record_for(r->handle, s);
     *done = finished ? 1 : 0;
     return finished ? ciuic_wait(request) : CIUIC_SUCCESS;

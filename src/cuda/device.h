@@ -10,6 +10,7 @@
 
 #include <memory>
 #include <mutex>
+#include <vector>
 
 #include "base/status.h"
 #include "ciuic/ciuic.h"
@@ -63,11 +64,21 @@ class CommState {
   CommState& operator=(const CommState&) = delete;
 
   // Enqueues one operation on the placement's stream and returns. `request` (nullptr for
-  // blocking calls) gets what ciuic_wait/ciuic_test complete. `deferred`: a non-blocking
-  // send/recv, held with the ones after it until something needs them (as on the host).
+  // blocking calls) gets what ciuic_wait/ciuic_test complete.
   Status issue(const std::shared_ptr<core::Communicator>& comm, const coll::CollectiveArgs& args,
-               const coll::Buffers& buffers, const Placement& where, bool deferred,
+               const coll::Buffers& buffers, const Placement& where,
                std::shared_ptr<DeviceOp>* request);
+  // One send/recv of a group (ciuic_group_start/end). `op`: its request's, or nullptr.
+  struct GroupPart {
+    coll::CollectiveArgs args;
+    coll::Buffers buffers;
+    Placement where;
+    std::shared_ptr<DeviceOp> op;
+  };
+  // Enqueues a group's send/recv on their (one) stream as one operation: every send's input
+  // is staged, then all run together, then every receive's result is copied out.
+  Status issue_group(const std::shared_ptr<core::Communicator>& comm,
+                     std::vector<GroupPart>& parts);
   // Before a host operation: every device operation issued earlier has run its host part,
   // so that every rank sees the communicator's operations in the same order.
   Status flush();
@@ -75,13 +86,19 @@ class CommState {
   void abort();
 
  private:
+  Status engine_for(const std::shared_ptr<core::Communicator>& comm, const Placement& where,
+                    const char* name, std::shared_ptr<Engine>* out);
+
   std::mutex mutex_;
   std::shared_ptr<Engine> engine_;
 };
 
 // ciuic_wait on a device request: the operation's host part finished and its last copy on
-// the stream completed. ciuic_test: the same without blocking (and it starts deferred ops).
+// the stream completed. ciuic_test: the same without blocking.
 Status wait(const std::shared_ptr<DeviceOp>& op);
 Status test(const std::shared_ptr<DeviceOp>& op, bool* done);
+// A request for a send/recv inside an open group: issue_group fills it, fail() ends it.
+std::shared_ptr<DeviceOp> pending_op();
+void fail(const std::shared_ptr<DeviceOp>& op, const Status& error);
 
 }  // namespace ciuic::cuda

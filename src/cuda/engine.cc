@@ -233,6 +233,7 @@ void Engine::prune_in_flight() {
 
 Status Engine::acquire_staging(size_t bytes, char** out) {
   auto is_free = [](Block& b) {
+    if (b.reserved) return false;
     if (b.last_user && cudaEventQuery(b.last_user->done) == cudaErrorNotReady) return false;
     b.last_user.reset();
     return true;
@@ -245,6 +246,7 @@ Status Engine::acquire_staging(size_t bytes, char** out) {
       if (b->bytes >= bytes && is_free(*b) && (best == nullptr || b->bytes < best->bytes))
         best = b.get();
     if (best != nullptr) {
+      best->reserved = true;
       *out = best->host;
       return Status::Ok();
     }
@@ -272,29 +274,22 @@ Status Engine::acquire_staging(size_t bytes, char** out) {
   CIUIC_CUDA_CALL(cudaHostAlloc(&p, rounded, cudaHostAllocPortable));
   block->host = static_cast<char*>(p);
   block->bytes = rounded;
+  block->reserved = true;
   staging_bytes_ += rounded;
   *out = block->host;
   blocks_.push_back(std::move(block));
   return Status::Ok();
 }
 
-Status Engine::enqueue_wait(cudaStream_t stream, uint32_t value) {
-  if (memops_) {
-    const DriverApi* driver = loaded_driver();
-    CuResult r = driver->stream_wait_value32(stream, reinterpret_cast<CuDevicePtr>(flag_device_),
-                                             value, 0 /* CU_STREAM_WAIT_VALUE_GEQ */);
-    if (r != 0) return system_error("cuStreamWaitValue32: " + driver_error(*driver, r));
-    return Status::Ok();
+void Engine::commit_staging(const std::shared_ptr<DeviceOp>& op) {
+  for (auto& b : blocks_) {
+    if (!b->reserved) continue;
+    b->reserved = false;
+    if (op) b->last_user = op;
   }
-  return launch_wait_value(stream, static_cast<const volatile uint32_t*>(flag_device_), value);
 }
 
-Status Engine::issue(const coll::CollectiveArgs& args, const coll::Buffers& user,
-                     cudaStream_t stream, bool deferred, std::shared_ptr<DeviceOp>* out) {
-  CIUIC_RETURN_IF_ERROR(sticky_error());
-  const char* name = coll::collective_name(args.collective);
-  DeviceGuard guard(device_);
-  CIUIC_RETURN_IF_ERROR(guard.status());
+Status Engine::check_stream(cudaStream_t stream, const char* name) {
   // The legacy and per-thread default streams are the current device's (device_ here).
   int stream_device = device_;
   if (stream != cudaStreamLegacy && stream != cudaStreamPerThread) {
@@ -314,8 +309,29 @@ Status Engine::issue(const coll::CollectiveArgs& args, const coll::Buffers& user
   CIUIC_CUDA_CALL(cudaStreamIsCapturing(stream, &capture));
   if (capture != cudaStreamCaptureStatusNone)
     return unsupported(std::string(name) +
-                       ": the stream is being captured into a CUDA graph; ciuic "
-                       "operations cannot be captured (issue them outside the capture)");
+                       ": the stream is being captured into a CUDA graph; ciuic operations cannot "
+                       "be captured (issue them outside the capture)");
+  return Status::Ok();
+}
+
+Status Engine::enqueue_wait(cudaStream_t stream, uint32_t value) {
+  if (memops_) {
+    const DriverApi* driver = loaded_driver();
+    CuResult r = driver->stream_wait_value32(stream, reinterpret_cast<CuDevicePtr>(flag_device_),
+                                             value, 0 /* CU_STREAM_WAIT_VALUE_GEQ */);
+    if (r != 0) return system_error("cuStreamWaitValue32: " + driver_error(*driver, r));
+    return Status::Ok();
+  }
+  return launch_wait_value(stream, static_cast<const volatile uint32_t*>(flag_device_), value);
+}
+
+Status Engine::issue(const coll::CollectiveArgs& args, const coll::Buffers& user,
+                     cudaStream_t stream, std::shared_ptr<DeviceOp>* out) {
+  CIUIC_RETURN_IF_ERROR(sticky_error());
+  const char* name = coll::collective_name(args.collective);
+  DeviceGuard guard(device_);
+  CIUIC_RETURN_IF_ERROR(guard.status());
+  CIUIC_RETURN_IF_ERROR(check_stream(stream, name));
 
   const Layout l = layout_of(args, user);
   const size_t elem = reduce::datatype_size(args.datatype);
@@ -339,17 +355,21 @@ Status Engine::issue(const coll::CollectiveArgs& args, const coll::Buffers& user
   auto op = std::make_shared<DeviceOp>();
   op->engine = this;
   op->pool = pool_;
-  CIUIC_RETURN_IF_ERROR(pool_->get(&op->done));
+  Status got = pool_->get(&op->done);
+  if (!got.ok()) {
+    commit_staging(nullptr);
+    return got;
+  }
   Job job;
   job.op = op;
   job.p2p = p2p;
-  job.deferred = deferred;
   job.chunks.resize(nchunks);
   for (size_t k = 0; k < nchunks; ++k) {
     Chunk& c = job.chunks[k];
     Status s = pool_->get(&c.ready);
     if (!s.ok()) {
       for (size_t j = 0; j < k; ++j) pool_->put(job.chunks[j].ready);
+      commit_staging(nullptr);
       return s;
     }
     const size_t first = k * cc;
@@ -420,13 +440,11 @@ Status Engine::issue(const coll::CollectiveArgs& args, const coll::Buffers& user
   if (s.ok()) s = cuda_status("cudaEventRecord", cudaEventRecord(op->done, stream));
   if (!s.ok() && !waits_enqueued) {
     for (Chunk& c : job.chunks) pool_->put(c.ready);
+    commit_staging(nullptr);
     return s.prefix(name);
   }
   next_release_ = base + static_cast<uint32_t>(nchunks);
-  if (staging != nullptr) {
-    for (auto& b : blocks_)
-      if (b->host == staging) b->last_user = op;
-  }
+  commit_staging(op);
   in_flight_.push_back(op);
   if (!s.ok()) {
     // The stream already waits on numbers only this job releases: queue it to release them.
@@ -437,7 +455,6 @@ Status Engine::issue(const coll::CollectiveArgs& args, const coll::Buffers& user
   {
     std::lock_guard<std::mutex> lock(queue_mutex_);
     op->seq = next_seq_++;
-    if (!deferred) started_upto_ = op->seq;
     queue_.push_back(std::move(job));
   }
   queue_cv_.notify_all();
@@ -445,20 +462,96 @@ Status Engine::issue(const coll::CollectiveArgs& args, const coll::Buffers& user
   return s;
 }
 
-Status Engine::flush() {
-  std::unique_lock<std::mutex> lock(queue_mutex_);
-  started_upto_ = next_seq_;
-  queue_cv_.notify_all();
-  idle_cv_.wait(lock, [&] { return queue_.empty() && !running_; });
-  return Status::Ok();
-}
-
-void Engine::kick(uint64_t seq) {
+Status Engine::issue_group(std::vector<CommState::GroupPart>& parts, cudaStream_t stream) {
+  CIUIC_RETURN_IF_ERROR(sticky_error());
+  const char* name = "send/recv group";
+  DeviceGuard guard(device_);
+  CIUIC_RETURN_IF_ERROR(guard.status());
+  CIUIC_RETURN_IF_ERROR(check_stream(stream, name));
+  std::lock_guard<std::mutex> issue_lock(issue_mutex_);
+  prune_in_flight();
+  auto op = std::make_shared<DeviceOp>();  // the group's own: staging and shutdown track it
+  op->engine = this;
+  op->pool = pool_;
+  Job job;
+  job.op = op;
+  job.p2p = true;
+  job.chunks.resize(parts.size());
+  Status s = pool_->get(&op->done);
+  if (s.ok()) s = pool_->get(&job.chunks[0].ready);
+  for (size_t i = 0; i < parts.size() && s.ok(); ++i) {
+    const CommState::GroupPart& part = parts[i];
+    Chunk& c = job.chunks[i];
+    c.args = part.args;
+    c.args.in_place = false;
+    const size_t bytes = part.args.count * reduce::datatype_size(part.args.datatype);
+    char* block = nullptr;
+    if (bytes > 0) s = acquire_staging(bytes, &block);
+    c.buffers.send = block;
+    c.buffers.recv = block;
+    if (s.ok() && part.op) {
+      part.op->engine = this;
+      part.op->pool = pool_;
+      s = pool_->get(&part.op->done);
+    }
+  }
+  if (!s.ok()) {
+    pool_->put(job.chunks[0].ready);
+    job.chunks[0].ready = nullptr;
+    commit_staging(nullptr);
+    return s.prefix(name);
+  }
+  // Every send's input, then one wait for the whole group, then every receive's result.
+  for (size_t i = 0; i < parts.size() && s.ok(); ++i) {
+    const size_t bytes = parts[i].args.count * reduce::datatype_size(parts[i].args.datatype);
+    if (parts[i].args.collective == coll::Collective::kSend && bytes > 0)
+      s = cuda_status("cudaMemcpyAsync",
+                      cudaMemcpyAsync(const_cast<void*>(job.chunks[i].buffers.send),
+                                      parts[i].buffers.send, bytes, cudaMemcpyDefault, stream));
+  }
+  if (s.ok()) s = cuda_status("cudaEventRecord", cudaEventRecord(job.chunks[0].ready, stream));
+  if (!s.ok()) {
+    pool_->put(job.chunks[0].ready);
+    job.chunks[0].ready = nullptr;
+    commit_staging(nullptr);
+    return s.prefix(name);
+  }
+  const uint32_t release = ++next_release_;
+  for (Chunk& c : job.chunks) c.release = release;
+  s = enqueue_wait(stream, release);
+  for (size_t i = 0; i < parts.size() && s.ok(); ++i) {
+    const size_t bytes = parts[i].args.count * reduce::datatype_size(parts[i].args.datatype);
+    if (parts[i].args.collective == coll::Collective::kRecv && bytes > 0)
+      s = cuda_status("cudaMemcpyAsync",
+                      cudaMemcpyAsync(parts[i].buffers.recv, job.chunks[i].buffers.recv, bytes,
+                                      cudaMemcpyDefault, stream));
+  }
+  if (s.ok()) s = cuda_status("cudaEventRecord", cudaEventRecord(op->done, stream));
+  for (size_t i = 0; i < parts.size() && s.ok(); ++i)
+    if (parts[i].op) s = cuda_status("cudaEventRecord", cudaEventRecord(parts[i].op->done, stream));
+  commit_staging(op);
+  in_flight_.push_back(op);
+  for (auto& part : parts)
+    if (part.op) job.part_ops.push_back(part.op);
+  if (!s.ok()) {
+    job.failed_to_enqueue = true;
+    s.prefix(std::string(name) + " on rank " + std::to_string(rank_));
+    fail(s, true);
+  }
   {
     std::lock_guard<std::mutex> lock(queue_mutex_);
-    started_upto_ = std::max(started_upto_, seq);
+    op->seq = next_seq_++;
+    for (auto& part : job.part_ops) part->seq = op->seq;
+    queue_.push_back(std::move(job));
   }
   queue_cv_.notify_all();
+  return s;
+}
+
+Status Engine::flush() {
+  std::unique_lock<std::mutex> lock(queue_mutex_);
+  idle_cv_.wait(lock, [&] { return queue_.empty() && !running_; });
+  return Status::Ok();
 }
 
 void Engine::abort() {
@@ -538,66 +631,54 @@ void Engine::run_collective(Job& job) {
   finish(*job.op, s);
 }
 
-void Engine::run_p2p_group(std::vector<Job*>& group) {
-  Status s;
-  std::vector<std::shared_ptr<core::Operation>> ops;
-  for (Job* job : group) {
-    Chunk& c = job->chunks.front();
-    if (s.ok()) s = sticky_error();
-    if (s.ok()) {
-      s = wait_ready(c.ready, deadline(), label_of(c.args, 0, 1));
-      if (!s.ok()) fail(s, true);
-    }
-    if (s.ok()) {
-      std::shared_ptr<core::Operation> op;
-      s = comm_->submit(c.args, c.buffers, &op);
-      if (s.ok())
-        ops.push_back(op);
-      else
-        fail(s, true);
-    }
+void Engine::run_p2p(Job& job) {
+  // One send/recv, or a group's: the first part's event stands for all (their inputs were
+  // staged before it), and the communicator runs the parts as one group.
+  Status s = sticky_error();
+  if (s.ok()) {
+    s = wait_ready(job.chunks.front().ready, deadline(), label_of(job.chunks.front().args, 0, 1));
+    if (!s.ok()) fail(s, true);
   }
-  // Waiting starts them: queued together, the communicator runs them as one group.
-  for (auto& op : ops) {
+  std::vector<std::shared_ptr<core::Operation>> ops;
+  for (size_t i = 0; i < job.chunks.size() && s.ok(); ++i) {
+    std::shared_ptr<core::Operation> op;
+    s = comm_->submit(job.chunks[i].args, job.chunks[i].buffers, &op);
+    if (s.ok())
+      ops.push_back(op);
+    else
+      fail(s, true);
+  }
+  for (auto& op : ops) {  // waiting starts them: queued together, they run as one group
     Status r = comm_->wait(op);
     if (s.ok() && !r.ok()) {
       s = r;
       fail(s, false);
     }
   }
-  for (Job* job : group) {
-    release(job->chunks.front().release);
-    pool_->put(job->chunks.front().ready);
-    finish(*job->op, s);
-  }
+  release(job.chunks.front().release);
+  pool_->put(job.chunks.front().ready);
+  finish(*job.op, s);
+  for (auto& part : job.part_ops) finish(*part, s);
 }
 
 void Engine::worker_loop() {
   (void)cudaSetDevice(device_);
   for (;;) {
-    std::vector<Job*> group;
+    Job* job = nullptr;
     {
       std::unique_lock<std::mutex> lock(queue_mutex_);
-      auto startable = [&](const Job& j) {
-        return !j.deferred || j.op->seq <= started_upto_ || stopping_;
-      };
-      queue_cv_.wait(lock, [&] {
-        return (stopping_ && queue_.empty()) || (!queue_.empty() && startable(queue_.front()));
-      });
+      queue_cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
       if (queue_.empty()) return;
       running_ = true;
-      group.push_back(&queue_.front());
-      for (size_t i = 1;
-           group.front()->p2p && i < queue_.size() && queue_[i].p2p && startable(queue_[i]); ++i)
-        group.push_back(&queue_[i]);
+      job = &queue_.front();  // stays put: the deque only grows at the back meanwhile
     }
-    if (group.front()->p2p)
-      run_p2p_group(group);
+    if (job->p2p)
+      run_p2p(*job);
     else
-      run_collective(*group.front());
+      run_collective(*job);
     {
       std::lock_guard<std::mutex> lock(queue_mutex_);
-      for (size_t i = 0; i < group.size(); ++i) queue_.pop_front();
+      queue_.pop_front();
       running_ = false;
     }
     idle_cv_.notify_all();
@@ -609,39 +690,64 @@ void Engine::worker_loop() {
 CommState::CommState() = default;
 CommState::~CommState() = default;
 
-Status CommState::issue(const std::shared_ptr<core::Communicator>& comm,
-                        const coll::CollectiveArgs& args, const coll::Buffers& buffers,
-                        const Placement& where, bool deferred, std::shared_ptr<DeviceOp>* request) {
+// The communicator's engine, made on its first device call: on the GPU of the call's device
+// buffers, else (pinned host buffers only) on the stream's.
+Status CommState::engine_for(const std::shared_ptr<core::Communicator>& comm,
+                             const Placement& where, const char* name,
+                             std::shared_ptr<Engine>* out) {
   cudaStream_t stream =
       where.stream != nullptr ? static_cast<cudaStream_t>(where.stream) : cudaStreamLegacy;
-  const char* name = coll::collective_name(args.collective);
-  std::shared_ptr<Engine> engine;
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    if (!engine_) {
-      int device = where.gpu;
-      if (device < 0) {  // pinned host buffers (or none): the stream's GPU
-        const bool current = stream == cudaStreamLegacy || stream == cudaStreamPerThread;
-        cudaError_t e = current ? cudaGetDevice(&device) : cudaStreamGetDevice(stream, &device);
-        if (e != cudaSuccess)
-          return cuda_status(
-              (std::string(name) + ": the stream is not a usable CUDA stream: cudaStreamGetDevice")
-                  .c_str(),
-              e);
-      }
-      CIUIC_RETURN_IF_ERROR(Engine::create(comm, device, &engine_).prefix(name));
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (!engine_) {
+    int device = where.gpu;
+    if (device < 0) {
+      const bool current = stream == cudaStreamLegacy || stream == cudaStreamPerThread;
+      cudaError_t e = current ? cudaGetDevice(&device) : cudaStreamGetDevice(stream, &device);
+      if (e != cudaSuccess)
+        return cuda_status(
+            (std::string(name) + ": the stream is not a usable CUDA stream: cudaStreamGetDevice")
+                .c_str(),
+            e);
     }
-    engine = engine_;
+    CIUIC_RETURN_IF_ERROR(Engine::create(comm, device, &engine_).prefix(name));
   }
-  if (where.gpu >= 0 && where.gpu != engine->device())
+  if (where.gpu >= 0 && where.gpu != engine_->device())
     return invalid_argument(std::string(name) + ": the buffers are on GPU " +
                             std::to_string(where.gpu) +
                             " but this communicator's CUDA buffers are on GPU " +
-                            std::to_string(engine->device()) + " (a communicator serves one GPU)");
+                            std::to_string(engine_->device()) + " (a communicator serves one GPU)");
+  *out = engine_;
+  return Status::Ok();
+}
+
+Status CommState::issue(const std::shared_ptr<core::Communicator>& comm,
+                        const coll::CollectiveArgs& args, const coll::Buffers& buffers,
+                        const Placement& where, std::shared_ptr<DeviceOp>* request) {
+  std::shared_ptr<Engine> engine;
+  CIUIC_RETURN_IF_ERROR(engine_for(comm, where, coll::collective_name(args.collective), &engine));
+  cudaStream_t stream =
+      where.stream != nullptr ? static_cast<cudaStream_t>(where.stream) : cudaStreamLegacy;
   std::shared_ptr<DeviceOp> op;
-  CIUIC_RETURN_IF_ERROR(engine->issue(args, buffers, stream, deferred, &op));
+  CIUIC_RETURN_IF_ERROR(engine->issue(args, buffers, stream, &op));
   if (request != nullptr) *request = op;
   return Status::Ok();
+}
+
+Status CommState::issue_group(const std::shared_ptr<core::Communicator>& comm,
+                              std::vector<GroupPart>& parts) {
+  if (parts.empty()) return Status::Ok();
+  const void* stream = parts.front().where.stream;
+  for (const GroupPart& p : parts)
+    if (p.where.stream != stream)
+      return invalid_argument(
+          "send/recv group: calls on one communicator use two streams; a group's calls on a "
+          "communicator must share one stream");
+  std::shared_ptr<Engine> engine;
+  for (const GroupPart& p : parts)
+    CIUIC_RETURN_IF_ERROR(engine_for(comm, p.where, "send/recv group", &engine));
+  return engine->issue_group(parts, stream != nullptr
+                                        ? static_cast<cudaStream_t>(const_cast<void*>(stream))
+                                        : cudaStreamLegacy);
 }
 
 Status CommState::flush() {
@@ -662,10 +768,24 @@ void CommState::abort() {
   if (engine) engine->abort();
 }
 
+std::shared_ptr<DeviceOp> pending_op() { return std::make_shared<DeviceOp>(); }
+
+void fail(const std::shared_ptr<DeviceOp>& op, const Status& error) {
+  std::lock_guard<std::mutex> lock(op->mutex);
+  if (op->host_done) return;
+  op->result = error;
+  op->host_done = true;
+  op->cv.notify_all();
+}
+
 Status wait(const std::shared_ptr<DeviceOp>& op) {
-  op->engine->kick(op->seq);
   {
     std::unique_lock<std::mutex> lock(op->mutex);
+    if (op->engine == nullptr) {
+      if (op->host_done) return op->result;  // its group failed to issue
+      return invalid_argument(
+          "ciuic_wait: the request's group is still open (call ciuic_group_end first)");
+    }
     // The engine's own waits are bounded, so this is too.
     while (!op->host_done) op->cv.wait_for(lock, std::chrono::milliseconds(50));
   }
@@ -684,10 +804,16 @@ Status wait(const std::shared_ptr<DeviceOp>& op) {
 }
 
 Status test(const std::shared_ptr<DeviceOp>& op, bool* done) {
-  op->engine->kick(op->seq);
   *done = false;
   {
     std::lock_guard<std::mutex> lock(op->mutex);
+    if (op->engine == nullptr) {
+      if (!op->host_done)
+        return invalid_argument(
+            "ciuic_test: the request's group is still open (call ciuic_group_end first)");
+      *done = true;
+      return Status::Ok();
+    }
     if (!op->host_done) return Status::Ok();
   }
   cudaError_t e = cudaEventQuery(op->done);

@@ -47,7 +47,8 @@ class EventPool {
 
 // One operation issued on a stream. Shared by the engine and a request.
 struct DeviceOp {
-  Engine* engine = nullptr;  // outlives the op: the request holds the communicator handle
+  Engine* engine = nullptr;  // outlives the op (the request holds the communicator handle);
+                             // null while the op's group is still open
   uint64_t seq = 0;
   cudaEvent_t done = nullptr;  // recorded after the op's last work on the stream
   std::shared_ptr<EventPool> pool;
@@ -68,11 +69,10 @@ class Engine {
 
   int device() const { return device_; }
   Status issue(const coll::CollectiveArgs& args, const coll::Buffers& user, cudaStream_t stream,
-               bool deferred, std::shared_ptr<DeviceOp>* out);
-  // Starts everything queued (deferred send/recv too) and waits until the queue is empty.
+               std::shared_ptr<DeviceOp>* out);
+  Status issue_group(std::vector<CommState::GroupPart>& parts, cudaStream_t stream);
+  // Waits until every queued operation has run its host part.
   Status flush();
-  // Lets deferred send/recv up to `seq` start.
-  void kick(uint64_t seq);
   void abort();
   // The first error of an operation whose call had already returned, if any.
   Status sticky_error();
@@ -89,24 +89,28 @@ class Engine {
   struct Job {
     std::shared_ptr<DeviceOp> op;
     std::vector<Chunk> chunks;
-    bool p2p = false;
-    bool deferred = false;
+    bool p2p = false;  // send/recv: chunks are its parts (a group's, or just one), run together
     bool failed_to_enqueue = false;
+    std::vector<std::shared_ptr<DeviceOp>> part_ops;  // a group's requests
   };
   // A pinned staging buffer, busy until its last user's op completed on the GPU.
   struct Block {
     char* host = nullptr;
     size_t bytes = 0;
     std::shared_ptr<DeviceOp> last_user;
+    bool reserved = false;  // taken by the call being issued
   };
 
   Engine() = default;
   Status start(const std::shared_ptr<core::Communicator>& comm, int device);
   Status acquire_staging(size_t bytes, char** out);  // caller holds issue_mutex_
+  // Marks the reserved blocks as used by `op` (busy until its last work on the stream).
+  void commit_staging(const std::shared_ptr<DeviceOp>& op);
+  Status check_stream(cudaStream_t stream, const char* name);
   Status enqueue_wait(cudaStream_t stream, uint32_t value);
   void worker_loop();
   void run_collective(Job& job);
-  void run_p2p_group(std::vector<Job*>& group);
+  void run_p2p(Job& job);
   Status wait_ready(cudaEvent_t event, const Deadline& deadline, const std::string& what);
   void release(uint32_t value);
   // Records the engine's first error; `local`: the communicator does not know of it (the
@@ -136,7 +140,6 @@ class Engine {
   std::condition_variable idle_cv_;
   std::deque<Job> queue_;
   uint64_t next_seq_ = 1;
-  uint64_t started_upto_ = 0;
   bool running_ = false;
   bool stopping_ = false;
   std::thread worker_;

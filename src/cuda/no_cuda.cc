@@ -14,9 +14,12 @@ CommState::~CommState() = default;
 
 Status CommState::issue(const std::shared_ptr<core::Communicator>&,
                         const coll::CollectiveArgs& args, const coll::Buffers&, const Placement&,
-                        bool, std::shared_ptr<DeviceOp>*) {
+                        std::shared_ptr<DeviceOp>*) {
   return unsupported(std::string(coll::collective_name(args.collective)) +
                      ": this build of ciuic has no CUDA support");
+}
+Status CommState::issue_group(const std::shared_ptr<core::Communicator>&, std::vector<GroupPart>&) {
+  return unsupported("send/recv group: this build of ciuic has no CUDA support");
 }
 Status CommState::flush() { return Status::Ok(); }
 void CommState::abort() {}
@@ -28,6 +31,8 @@ Status test(const std::shared_ptr<DeviceOp>&, bool* done) {
   *done = true;
   return unsupported("this build of ciuic has no CUDA support");
 }
+std::shared_ptr<DeviceOp> pending_op() { return std::make_shared<DeviceOp>(); }
+void fail(const std::shared_ptr<DeviceOp>&, const Status&) {}
 
 }  // namespace ciuic::cuda
 

@@ -151,11 +151,13 @@ void run_case(const Case& c, int rank, int n, ciuic_comm_t comm, RankBuffers& b,
       rc = ciuic_alltoall(send, recv, count, t, comm, b.stream);
       break;
     case Kind::kSendRecv:
-      if (c.place == 0) {  // a ring exchange: both non-blocking, started together by the waits
+      if (c.place == 0) {  // a ring exchange, every rank sending first: one group
         ciuic_request_t reqs[2] = {nullptr, nullptr};
+        ciuic_group_start();
         rc = ciuic_isend(b.send, count, t, (rank + 1) % n, comm, b.stream, &reqs[0]);
         if (rc == CIUIC_SUCCESS)
           rc = ciuic_irecv(b.recv, count, t, (rank + n - 1) % n, comm, b.stream, &reqs[1]);
+        if (ciuic_group_end() != CIUIC_SUCCESS) rc = CIUIC_ERR_INTERNAL;
         for (auto& r : reqs)
           if (r != nullptr && ciuic_wait(&r) != CIUIC_SUCCESS) rc = CIUIC_ERR_INTERNAL;
       } else {  // blocking calls, ordered so that they cannot wait on each other

@@ -315,6 +315,11 @@ void errors(Tally& tally) {
                     mentions(ciuic_comm_get_last_error(c), "device memory on GPU 0"),
                 "CIUIC_CUDA=0: %s: %s", ciuic_result_string(rc), ciuic_comm_get_last_error(c));
   }
+  rc = ciuic_group_end();
+  tally.check(rc == CIUIC_ERR_INVALID_ARGUMENT &&
+                  mentions(ciuic_comm_get_last_error(nullptr), "no group is open"),
+              "ciuic_group_end without a group: %s: %s", ciuic_result_string(rc),
+              ciuic_comm_get_last_error(nullptr));
   // Still usable: a good call works.
   GPU_OK(tally, cudaMemcpy(dev, host.data(), 64 * sizeof(float), cudaMemcpyHostToDevice));
   CIUIC_EXPECT(tally, c, ciuic_allreduce(dev, dev, 64, CIUIC_FLOAT32, CIUIC_SUM, c, stream));
