@@ -120,6 +120,8 @@ void run_case(const Case& c, int rank, int n, ciuic_comm_t comm, RankBuffers& b,
           output = static_cast<const char*>(recv);
         }
         break;
+      case Kind::kSendRecv:  // "in place" here means blocking calls; the input stays in send
+        break;
       default:
         input = b.recv;
         send = c.place == 2 ? CIUIC_IN_PLACE : b.recv;
@@ -161,7 +163,6 @@ void run_case(const Case& c, int rank, int n, ciuic_comm_t comm, RankBuffers& b,
         for (auto& r : reqs)
           if (r != nullptr && ciuic_wait(&r) != CIUIC_SUCCESS) rc = CIUIC_ERR_INTERNAL;
       } else {  // blocking calls, ordered so that they cannot wait on each other
-        input = b.send;
         if (rank % 2 == 0) {
           rc = ciuic_send(b.send, count, t, (rank + 1) % n, comm, b.stream);
           if (rc == CIUIC_SUCCESS)
