@@ -17,6 +17,8 @@
 
 namespace ciuic::coll {
 
+struct TransportCosts;  // coll/tuner.h
+
 enum class Buffer : uint8_t { kSend = 0, kRecv = 1, kScratch = 2 };
 
 struct BufferRange {
@@ -105,6 +107,9 @@ struct CollectiveArgs {
   // null when unknown. The hierarchical algorithms group ranks by it. Shared, because
   // every operation of a communicator carries the same table.
   std::shared_ptr<const std::vector<int>> node_of_rank;
+  // What the communicator's transports report of themselves (the tuner's links where
+  // nothing else gives them); null when unknown.
+  std::shared_ptr<const TransportCosts> transports;
 };
 
 }  // namespace ciuic::coll
