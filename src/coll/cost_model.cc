@@ -122,6 +122,11 @@ double Topology::link_bytes_per_s(int link) const {
   return params_.link_bytes_per_s;
 }
 
+double Topology::alpha_s(int src, int dst) const {
+  if (kind_ == Kind::kNodes && node_of_[src] == node_of_[dst]) return params_.local_alpha_s;
+  return params_.alpha_s;
+}
+
 int Topology::route(int src, int dst, std::vector<int>* links) const {
   switch (kind_) {
     case Kind::kFlat:
@@ -191,9 +196,11 @@ class RoundCost {
     per_sender_.assign(static_cast<size_t>(t_.nranks()), 0.0);
     int hops = 0;
     double chunks = 1;
+    double alpha = flows.empty() ? t_.params().alpha_s : 0;  // the slowest message's
     for (const Flow& f : flows) {
       links_.clear();
       hops = std::max(hops, t_.route(f.src, f.dst, &links_));
+      alpha = std::max(alpha, t_.alpha_s(f.src, f.dst));
       per_sender_[f.src] += std::max(1.0, std::ceil(f.bytes / chunk_));
       chunks = std::max(chunks, per_sender_[f.src]);
       for (int l : links_) load_[l] += f.bytes;
@@ -207,10 +214,10 @@ class RoundCost {
     const CostParams& p = t_.params();
     Parts out;
     out.chunks = chunks;
-    out.fixed = p.alpha_s + hops * p.hop_latency_s;
+    out.fixed = alpha + hops * p.hop_latency_s;
     const double tc = transfer / chunks, rc = reduce_bytes * p.gamma_s_per_byte / chunks;
     out.first = tc + rc;
-    out.period = std::max({p.alpha_s, tc, rc});
+    out.period = std::max({alpha, tc, rc});
     return out;
   }
   double operator()(const std::vector<Flow>& flows, double reduce_bytes) {
@@ -432,9 +439,10 @@ double predict_time(Collective c, std::string_view algorithm, size_t bytes_total
 
 namespace {
 
-Topology flat_of(int n, double link_bytes_per_s, const CostParams& p) {
+Topology flat_of(int n, double link_bytes_per_s, double alpha_s, const CostParams& p) {
   CostParams q = p;
   q.link_bytes_per_s = link_bytes_per_s;
+  q.alpha_s = alpha_s;
   Topology t;
   (void)Topology::parse("flat", n, q, &t);  // "flat" always parses
   return t;
@@ -479,8 +487,8 @@ HierarchicalPlan plan_hierarchical(Collective c, size_t bytes_total, const Topol
   const double S = static_cast<double>(bytes_total);
   const int local = static_cast<int>(smallest);
   // The ranks of one slice on every node share each node's NIC with the other slices'.
-  const Topology intra = flat_of(local, p.local_bytes_per_s, p);
-  const Topology across = flat_of(nodes, p.link_bytes_per_s / local, p);
+  const Topology intra = flat_of(local, p.local_bytes_per_s, p.local_alpha_s, p);
+  const Topology across = flat_of(nodes, p.link_bytes_per_s / local, p.alpha_s, p);
   std::vector<std::string> candidates;
   if (!inter.empty()) {
     candidates = {std::string(inter)};
@@ -660,7 +668,7 @@ Status simulate_time(const std::vector<Schedule>& schedules, const Topology& t, 
       if (step.kind == StepKind::kSend) {
         links.clear();
         const int hops = t.route(e.rank, step.peer, &links);
-        const double posted = std::max(e.time, rs.send_engine_free) + p.alpha_s;
+        const double posted = std::max(e.time, rs.send_engine_free) + t.alpha_s(e.rank, step.peer);
         rs.send_engine_free = posted;
         // Cut-through, one link after another: each link carries the message as soon as
         // it is free and the link before has started; switches buffer in between.

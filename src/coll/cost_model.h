@@ -29,6 +29,7 @@ namespace ciuic::coll {
 
 struct CostParams {
   double alpha_s = 20e-6;            // per message, at the sender: software and NIC overhead
+  double local_alpha_s = 20e-6;      // the same for a message inside a node (nodes:N)
   double hop_latency_s = 1e-6;       // per link crossed
   double link_bytes_per_s = 12.5e9;  // each network link (flat: each NIC, each direction)
   double local_bytes_per_s = 50e9;   // inside a node (nodes:N), per rank and direction
@@ -58,6 +59,9 @@ class Topology {
   int num_nodes() const { return nodes_; }
   int num_links() const;
   double link_bytes_per_s(int link) const;
+  // The per-message cost of a message from src to dst: local_alpha_s between two ranks of
+  // one node (nodes), alpha_s otherwise.
+  double alpha_s(int src, int dst) const;
   // Appends the links a message from src to dst occupies; returns how many it crosses.
   int route(int src, int dst, std::vector<int>* links) const;
 

@@ -1,9 +1,15 @@
 #include "coll/tuner.h"
 
 #include <algorithm>
+#include <cctype>
+#include <cerrno>
 #include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
 #include <map>
 #include <mutex>
+#include <set>
 #include <tuple>
 
 #include "base/config.h"
@@ -27,11 +33,22 @@ const config::IntParam kHopNs{"CIUIC_NET_HOP_NS", 1000,
 const config::IntParam kNetMBps{
     "CIUIC_NET_MBPS", 2000,
     "Tuner: bandwidth of one network link (flat: of each NIC, each way), in MB/s"};
+const config::IntParam kLocalAlphaNs{
+    "CIUIC_LOCAL_ALPHA_NS", -1,
+    "Tuner: cost of one message between two ranks of a node, in ns; -1: as CIUIC_NET_ALPHA_NS"};
 const config::IntParam kLocalMBps{
     "CIUIC_LOCAL_MBPS", 8000,
     "Tuner: bandwidth inside a node (topology nodes:N), per rank and direction, in MB/s"};
 const config::IntParam kReduceMBps{"CIUIC_REDUCE_MBPS", 4000,
                                    "Tuner: reduction speed of one rank, in MB/s"};
+const config::IntParam kExecOverheadNs{
+    "CIUIC_EXEC_OVERHEAD_NS", 20000,
+    "Tuner: the executor's own cost per message, in ns, added to a transport's reported "
+    "latency where the tuner takes a message's cost from it"};
+const config::StringParam kTunerFile{
+    "CIUIC_TUNER_FILE", "",
+    "Tuner: file of measured cost parameters (ciuic-perf calibrate --write); the "
+    "environment's CIUIC_NET_* / CIUIC_LOCAL_* / CIUIC_REDUCE_MBPS win over it"};
 
 const config::StringParam kHierInterAlgo{
     "CIUIC_HIER_INTER_ALGO", "",
@@ -43,8 +60,64 @@ const config::IntParam kHierBlocks{
     "Hierarchical all-reduce: blocks the buffer is pipelined in (one block crosses the nodes "
     "while the next is reduced in the node); 0: the cost model's choice"};
 
-double positive(const config::IntParam& p) {
-  return static_cast<double>(std::max<int64_t>(p.get(), 1));
+// ---- the tuner file ----
+
+constexpr size_t kMaxTunerFileBytes = 64 << 10;
+
+struct FileKey {
+  const char* key;
+  int64_t lo, hi;
+};
+constexpr FileKey kFileKeys[] = {
+    {"net_alpha_ns", 0, 1000000000}, {"local_alpha_ns", 0, 1000000000},
+    {"net_hop_ns", 0, 1000000000},   {"exec_overhead_ns", 0, 1000000000},
+    {"net_mbps", 1, 100000000},      {"local_mbps", 1, 100000000},
+    {"reduce_mbps", 1, 100000000},
+};
+
+bool transport_name_ok(std::string_view v) {
+  if (v.empty() || v.size() > 32) return false;
+  for (char c : v)
+    if (!(std::islower(static_cast<unsigned char>(c)) ||
+          std::isdigit(static_cast<unsigned char>(c)) || c == '_' || c == '-'))
+      return false;
+  return true;
+}
+
+std::string_view trim(std::string_view v) {
+  while (!v.empty() && (v.front() == ' ' || v.front() == '\t' || v.front() == '\r'))
+    v.remove_prefix(1);
+  while (!v.empty() && (v.back() == ' ' || v.back() == '\t' || v.back() == '\r'))
+    v.remove_suffix(1);
+  return v;
+}
+
+// The file CIUIC_TUNER_FILE names, read once per (path, configuration generation); a file
+// that does not load is said once and counts as none.
+std::shared_ptr<const TunerFile> tuner_file(std::string* path_out) {
+  static std::mutex mutex;
+  static std::string path;
+  static uint64_t generation = 0;
+  static std::shared_ptr<const TunerFile> file;
+  const uint64_t now = config::configuration_generation();
+  const std::string wanted = kTunerFile.get();
+  std::lock_guard<std::mutex> lock(mutex);
+  if (generation != now || path != wanted) {
+    generation = now;
+    path = wanted;
+    file.reset();
+    if (!path.empty()) {
+      auto loaded = std::make_shared<TunerFile>();
+      Status st = read_tuner_file(path, loaded.get());
+      if (st.ok()) {
+        file = std::move(loaded);
+      } else {
+        CIUIC_LOG_WARN(log::kColl, "%s; the tuner goes on without it", st.message().c_str());
+      }
+    }
+  }
+  *path_out = path;
+  return file;
 }
 
 // Sizes fall in quarter-octave buckets (2^(k/4) <= bytes < 2^((k+1)/4)); one decision,
@@ -72,6 +145,19 @@ uint64_t layout_hash(const std::vector<int>* layout) {
   for (int v : *layout)
     h = (h ^ static_cast<uint64_t>(static_cast<uint32_t>(v))) * 1099511628211ull;
   return h ^ layout->size();
+}
+
+// FNV-1a over the cost parameters' bits: part of the decision caches' keys, so that two
+// communicators whose links differ never share a decision.
+uint64_t params_hash(const CostParams& p) {
+  uint64_t h = 1469598103934665603ull;
+  for (double v : {p.alpha_s, p.local_alpha_s, p.hop_latency_s, p.link_bytes_per_s,
+                   p.local_bytes_per_s, p.gamma_s_per_byte}) {
+    uint64_t bits = 0;
+    std::memcpy(&bits, &v, sizeof(bits));
+    for (int k = 0; k < 8; ++k) h = (h ^ ((bits >> (8 * k)) & 0xff)) * 1099511628211ull;
+  }
+  return h;
 }
 
 // CIUIC_HIER_INTER_ALGO where `collective` has that algorithm (never hierarchical itself);
@@ -130,19 +216,28 @@ bool has_nodes_to_exploit(const std::vector<int>& node_of_rank) {
   return false;
 }
 
+bool one_node(const std::vector<int>& node_of_rank) {
+  return node_of_rank.size() > 1 &&
+         std::all_of(node_of_rank.begin(), node_of_rank.end(),
+                     [&](int node) { return node == node_of_rank.front(); });
+}
+
 HierarchicalPlan hierarchical_plan(const CollectiveArgs& args,
                                    const std::vector<int>& node_of_rank) {
   static std::mutex mutex;
-  static std::map<std::tuple<int, int, size_t, size_t, uint64_t, uint64_t>, HierarchicalPlan> plans;
+  static std::map<std::tuple<int, int, size_t, size_t, uint64_t, uint64_t, uint64_t>,
+                  HierarchicalPlan>
+      plans;
+  const CostParams params = resolve_cost_params(args.transports.get());
   const auto key = std::make_tuple(static_cast<int>(args.collective), args.nranks, nccl_bytes(args),
                                    args.chunk_bytes, config::configuration_generation(),
-                                   layout_hash(&node_of_rank));
+                                   layout_hash(&node_of_rank), params_hash(params));
   {
     std::lock_guard<std::mutex> lock(mutex);
     auto it = plans.find(key);
     if (it != plans.end()) return it->second;
   }
-  const Topology t = Topology::from_nodes(node_of_rank, configured_cost_params());
+  const Topology t = Topology::from_nodes(node_of_rank, params);
   const HierarchicalPlan plan =
       plan_hierarchical(args.collective, nccl_bytes(args), t, args.chunk_bytes,
                         forced_inter(args.collective), forced_blocks());
@@ -152,15 +247,182 @@ HierarchicalPlan hierarchical_plan(const CollectiveArgs& args,
   return plan;
 }
 
-CostParams configured_cost_params() {
+Status read_tuner_file(const std::string& path, TunerFile* out) {
+  const std::string where = "CIUIC_TUNER_FILE " + path;
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return invalid_argument(where + ": cannot open it (" + std::strerror(errno) + ")");
+  std::string text(kMaxTunerFileBytes + 1, '\0');
+  in.read(text.data(), static_cast<std::streamsize>(text.size()));
+  text.resize(static_cast<size_t>(in.gcount()));
+  if (in.bad()) return system_error(where + ": cannot read it");
+  return parse_tuner_file(text, where, out);
+}
+
+Status parse_tuner_file(std::string_view text, const std::string& name, TunerFile* out) {
+  if (text.size() > kMaxTunerFileBytes)
+    return invalid_argument(name + ": larger than " + std::to_string(kMaxTunerFileBytes) +
+                            " bytes: not a tuner file");
+  TunerFile file;
+  std::set<std::string> seen;
+  size_t line_no = 0;
+  while (!text.empty()) {
+    ++line_no;
+    const size_t end = text.find('\n');
+    std::string_view line = text.substr(0, end);
+    text.remove_prefix(end == std::string_view::npos ? text.size() : end + 1);
+    const std::string at = name + ": line " + std::to_string(line_no);
+    for (char c : line)
+      if ((static_cast<unsigned char>(c) < 0x20 && c != '\t' && c != '\r') ||
+          static_cast<unsigned char>(c) >= 0x7f)
+        return invalid_argument(at + ": a byte that is not printable text (a damaged file?)");
+    line = trim(line);
+    if (line.empty() || line.front() == '#') continue;
+    const size_t eq = line.find('=');
+    const std::string shown(line.substr(0, 80));
+    if (eq == std::string_view::npos)
+      return invalid_argument(at + ": '" + shown + "' is not key=value (a truncated file?)");
+    const std::string key(trim(line.substr(0, eq)));
+    const std::string_view value = trim(line.substr(eq + 1));
+    if (!seen.insert(key).second) return invalid_argument(at + ": " + key + " is given twice");
+    if (value.empty()) return invalid_argument(at + ": " + key + " has no value");
+    if (key == "net_transport" || key == "local_transport") {
+      if (!transport_name_ok(value))
+        return invalid_argument(at + ": " + key + "=" + std::string(value.substr(0, 40)) +
+                                " is not a transport name");
+      (key == "net_transport" ? file.net_transport : file.local_transport) = std::string(value);
+      continue;
+    }
+    const FileKey* known = nullptr;
+    for (const FileKey& k : kFileKeys)
+      if (key == k.key) known = &k;
+    if (known == nullptr) {
+      std::string keys = "net_transport, local_transport";
+      for (const FileKey& k : kFileKeys) keys += std::string(", ") + k.key;
+      return invalid_argument(at + ": unknown key '" + key.substr(0, 40) + "' (known: " + keys +
+                              ")");
+    }
+    int64_t v = 0;
+    bool digits = true;
+    for (char c : value)
+      digits = digits && (std::isdigit(static_cast<unsigned char>(c)) || c == '-');
+    if (!digits || value.size() > 19 || !config::parse_int(value, &v))
+      return invalid_argument(at + ": " + key + "=" + std::string(value.substr(0, 40)) +
+                              " is not an integer");
+    if (v < known->lo || v > known->hi)
+      return invalid_argument(at + ": " + key + "=" + std::to_string(v) + " is out of range (" +
+                              std::to_string(known->lo) + " to " + std::to_string(known->hi) + ")");
+    file.values[key] = v;
+  }
+  *out = std::move(file);
+  return Status::Ok();
+}
+
+std::string format_tuner_file(const TunerFile& file, const std::vector<std::string>& comment) {
+  std::string out;
+  for (const std::string& c : comment) out += "# " + c + "\n";
+  if (!file.net_transport.empty()) out += "net_transport=" + file.net_transport + "\n";
+  if (!file.local_transport.empty()) out += "local_transport=" + file.local_transport + "\n";
+  for (const FileKey& k : kFileKeys) {
+    auto it = file.values.find(k.key);
+    if (it != file.values.end())
+      out += std::string(k.key) + "=" + std::to_string(it->second) + "\n";
+  }
+  return out;
+}
+
+CostParams resolve_cost_params(const TransportCosts* transports, std::vector<CostSource>* sources) {
+  std::string path;
+  const std::shared_ptr<const TunerFile> file = tuner_file(&path);
+  const TransportCosts* tc = transports;
+  // The file's figures of a link, where they were measured on the transport in use (or
+  // nothing says which is in use).
+  const bool file_net =
+      file && (tc == nullptr || file->net_transport.empty() || file->net_transport == tc->network);
+  const bool file_local =
+      file && (tc == nullptr ? true
+                             : !tc->local.empty() && (file->local_transport.empty() ||
+                                                      file->local_transport == tc->local));
+  auto from_file = [&](bool applies, const char* key, int64_t* v) {
+    if (!applies || !file) return false;
+    auto it = file->values.find(key);
+    if (it == file->values.end()) return false;
+    *v = it->second;
+    return true;
+  };
+  struct Resolved {
+    double value;
+    std::string source;
+  };
+  // env, then the file, then `fallback` (transport properties or a default), in that order.
+  auto pick = [&](const config::IntParam& param, bool file_applies, const char* key,
+                  auto fallback) -> Resolved {
+    if (param.is_set()) return {static_cast<double>(param.get()), "env"};
+    int64_t v = 0;
+    if (from_file(file_applies, key, &v)) return {static_cast<double>(v), "file " + path};
+    return fallback();
+  };
+  auto dflt = [](const config::IntParam& param) {
+    return [&param]() -> Resolved { return {static_cast<double>(param.get()), "default"}; };
+  };
+  const Resolved overhead = pick(kExecOverheadNs, true, "exec_overhead_ns", dflt(kExecOverheadNs));
+  auto latency_alpha = [&](const std::string& name, double latency_us) {
+    char text[160];
+    std::snprintf(text, sizeof(text), "transport %s (latency %.2f us + exec overhead %.0f ns)",
+                  name.c_str(), latency_us, overhead.value);
+    return Resolved{latency_us * 1000 + std::max(overhead.value, 0.0), text};
+  };
+  auto speed = [](const std::string& name, int64_t mbps) {
+    return Resolved{static_cast<double>(mbps) / 8,
+                    "transport " + name + " (speed " + std::to_string(mbps) + " Mb/s)"};
+  };
+  const Resolved alpha = pick(kAlphaNs, file_net, "net_alpha_ns", [&]() -> Resolved {
+    if (tc != nullptr && tc->network_latency_us > 0)
+      return latency_alpha(tc->network, tc->network_latency_us);
+    return dflt(kAlphaNs)();
+  });
+  const Resolved net = pick(kNetMBps, file_net, "net_mbps", [&]() -> Resolved {
+    if (tc != nullptr && tc->network_speed_mbps > 0)
+      return speed(tc->network, tc->network_speed_mbps);
+    return dflt(kNetMBps)();
+  });
+  const Resolved hop = pick(kHopNs, file_net, "net_hop_ns", dflt(kHopNs));
+  // Without a local transport the ranks of a node talk over the network one.
+  const bool no_local = tc != nullptr && tc->local.empty();
+  const Resolved local_alpha = pick(kLocalAlphaNs, file_local, "local_alpha_ns", [&]() -> Resolved {
+    if (no_local) return {alpha.value, "as the network (no local transport)"};
+    if (tc != nullptr && tc->local_latency_us > 0)
+      return latency_alpha(tc->local, tc->local_latency_us);
+    return {alpha.value, "default (as CIUIC_NET_ALPHA_NS)"};
+  });
+  const Resolved local = pick(kLocalMBps, file_local, "local_mbps", [&]() -> Resolved {
+    if (no_local) return {net.value, "as the network (no local transport)"};
+    if (tc != nullptr && tc->local_speed_mbps > 0) return speed(tc->local, tc->local_speed_mbps);
+    return dflt(kLocalMBps)();
+  });
+  const Resolved reduce_rate = pick(kReduceMBps, true, "reduce_mbps", dflt(kReduceMBps));
+  // A negative local alpha from the environment means "as the network" (the default's -1).
+  const double local_alpha_ns = local_alpha.value < 0 ? alpha.value : local_alpha.value;
+
   CostParams p;
-  p.alpha_s = static_cast<double>(std::max<int64_t>(kAlphaNs.get(), 0)) * 1e-9;
-  p.hop_latency_s = static_cast<double>(std::max<int64_t>(kHopNs.get(), 0)) * 1e-9;
-  p.link_bytes_per_s = positive(kNetMBps) * 1e6;
-  p.local_bytes_per_s = positive(kLocalMBps) * 1e6;
-  p.gamma_s_per_byte = 1.0 / (positive(kReduceMBps) * 1e6);
+  p.alpha_s = std::max(alpha.value, 0.0) * 1e-9;
+  p.local_alpha_s = std::max(local_alpha_ns, 0.0) * 1e-9;
+  p.hop_latency_s = std::max(hop.value, 0.0) * 1e-9;
+  p.link_bytes_per_s = std::max(net.value, 1.0) * 1e6;
+  p.local_bytes_per_s = std::max(local.value, 1.0) * 1e6;
+  p.gamma_s_per_byte = 1.0 / (std::max(reduce_rate.value, 1.0) * 1e6);
+  if (sources != nullptr) {
+    *sources = {{"CIUIC_NET_ALPHA_NS", p.alpha_s * 1e9, alpha.source},
+                {"CIUIC_NET_HOP_NS", p.hop_latency_s * 1e9, hop.source},
+                {"CIUIC_NET_MBPS", p.link_bytes_per_s / 1e6, net.source},
+                {"CIUIC_LOCAL_ALPHA_NS", p.local_alpha_s * 1e9, local_alpha.source},
+                {"CIUIC_LOCAL_MBPS", p.local_bytes_per_s / 1e6, local.source},
+                {"CIUIC_REDUCE_MBPS", 1e-6 / p.gamma_s_per_byte, reduce_rate.source},
+                {"CIUIC_EXEC_OVERHEAD_NS", overhead.value, overhead.source}};
+  }
   return p;
 }
+
+CostParams configured_cost_params() { return resolve_cost_params(nullptr); }
 
 Status configured_topology(int nranks, Topology* out) {
   return Topology::parse(kTopology.get(), nranks, configured_cost_params(), out);
@@ -214,29 +476,33 @@ std::string tuned_algorithm(const CollectiveArgs& args) {
     candidates += e.collective == args.collective ? 1 : 0;
   if (candidates < 2 || args.nranks < 2) return "";
   static std::mutex mutex;
-  static std::map<std::tuple<int, int, int, size_t, uint64_t, uint64_t>, std::string> decisions;
+  static std::map<std::tuple<int, int, int, size_t, uint64_t, uint64_t, uint64_t>, std::string>
+      decisions;
   const int bucket = bucket_of(nccl_bytes(args));
-  const auto key =
-      std::make_tuple(static_cast<int>(args.collective), args.nranks, bucket, args.chunk_bytes,
-                      config::configuration_generation(), layout_hash(args.node_of_rank.get()));
+  const CostParams params = resolve_cost_params(args.transports.get());
+  const auto key = std::make_tuple(static_cast<int>(args.collective), args.nranks, bucket,
+                                   args.chunk_bytes, config::configuration_generation(),
+                                   layout_hash(args.node_of_rank.get()), params_hash(params));
   {
     std::lock_guard<std::mutex> lock(mutex);
     auto it = decisions.find(key);
     if (it != decisions.end()) return it->second;
   }
   Topology topology;
-  Status s = configured_topology(args.nranks, &topology);
+  Status s = Topology::parse(kTopology.get(), args.nranks, params, &topology);
   std::string choice;
   if (!s.ok()) {
     CIUIC_LOG_WARN(log::kColl,
                    "the tuner ignores CIUIC_TOPOLOGY: %s; using each collective's first algorithm",
                    s.message().c_str());
   } else {
-    // The communicator's nodes, where it knows them and they matter, are the network.
+    // The communicator's nodes, where it knows them and they matter, are the network; so
+    // is its one node when all its ranks share it and its transports are known (every
+    // message then goes over the local links).
     const std::vector<int>* layout = args.node_of_rank.get();
     if (layout != nullptr && static_cast<int>(layout->size()) == args.nranks &&
         (topology.kind() == Topology::Kind::kFlat || topology.kind() == Topology::Kind::kNodes) &&
-        has_nodes_to_exploit(*layout))
+        (has_nodes_to_exploit(*layout) || (args.transports != nullptr && one_node(*layout))))
       topology = Topology::from_nodes(*layout, topology.params());
     // Decide at the bucket's middle, so that one decision serves the whole bucket.
     CollectiveArgs at_bucket = args;
