@@ -10,6 +10,7 @@
 #include "base/config.h"
 #include "base/log.h"
 #include "coll/algorithms.h"
+#include "coll/tuner.h"
 #include "reduce/reduce.h"
 
 namespace ciuic::core {
@@ -449,6 +450,31 @@ Status Communicator::connect_peers(const coll::Schedule& schedule, Deadline dead
   }
 }
 
+namespace {
+
+// What the tuner models this communicator's links with where neither the environment nor
+// CIUIC_TUNER_FILE gives them: the figures its transports report (docs/tuning.md).
+std::shared_ptr<const coll::TransportCosts> transport_costs(transport::Transport& network,
+                                                            transport::Transport* local) {
+  auto costs = std::make_shared<coll::TransportCosts>();
+  transport::DeviceProperties props;
+  costs->network = network.name();
+  if (network.device_properties(0, &props).ok()) {
+    costs->network_latency_us = props.latency_us;
+    costs->network_speed_mbps = props.speed_mbps;
+  }
+  if (local != nullptr) {
+    costs->local = local->name();
+    if (local->device_properties(0, &props).ok()) {
+      costs->local_latency_us = props.latency_us;
+      costs->local_speed_mbps = props.speed_mbps;
+    }
+  }
+  return costs;
+}
+
+}  // namespace
+
 Status Communicator::schedule_for(const coll::CollectiveArgs& args,
                                   std::shared_ptr<const coll::Schedule>* out) {
   auto key = std::make_tuple(static_cast<int>(args.collective), args.count,
@@ -463,6 +489,7 @@ Status Communicator::schedule_for(const coll::CollectiveArgs& args,
   auto schedule = std::make_shared<coll::Schedule>();
   coll::CollectiveArgs with_nodes = args;
   with_nodes.node_of_rank = node_of_rank_;
+  with_nodes.transports = transport_costs(*network_.transport, local_.transport.get());
   CIUIC_RETURN_IF_ERROR(
       coll::build_schedule(with_nodes, algorithm_for(args.collective), schedule.get()));
   if (schedules_.size() >= 256) schedules_.clear();  // bounded: workloads repeat few shapes
