@@ -103,6 +103,7 @@ int main(int argc, char** argv) {
     // Nobody launched us as a rank: start the ranks here, each a copy of this command.
     launch::LaunchOptions launch;
     launch.nranks = options.command == "transport" ? 2 : options.nranks;
+    if (options.command == "calibrate" && !options.nranks_given) launch.nranks = 2;
     launch.argv.push_back(self_path(argv[0]));
     for (int i = 1; i < argc; ++i) launch.argv.push_back(argv[i]);
     launch::LaunchResult result;
@@ -116,5 +117,6 @@ int main(int argc, char** argv) {
     return result.exit_code;
   }
   if (options.command == "transport") return perf::run_transport_bench(options);
+  if (options.command == "calibrate") return perf::run_calibrate(options);
   return perf::run_collective_bench(options);
 }

@@ -63,7 +63,8 @@ std::string usage() {
   return R"(usage: ciuic-perf <collective> [options]
        ciuic-perf transport bw|lat [options]
        ciuic-perf simulate --ranks N [--topo T] [--algo NAME|auto] [--collective C] [--exact] [-b -e -f]
-       ciuic-perf tune --ranks N [--topo T] [--collective C] [-b -e -f]
+       ciuic-perf tune --ranks N [--topo T] [--collective C] [--transport NAME] [-b -e -f]
+       ciuic-perf calibrate [-N ranks] [-b SMALL] [-e LARGE] [-n iters] [--write FILE]
        ciuic-perf --print-config
 
 collectives: allreduce allgather reduce_scatter broadcast reduce alltoall sendrecv
@@ -91,6 +92,9 @@ collectives: allreduce allgather reduce_scatter broadcast reduce alltoall sendre
       --topo T          simulate / tune: flat, torus:AxBxC or nodes:N (default flat)
       --collective C    simulate: which collective (default allreduce); tune: only that one
       --exact           simulate: run every rank's schedule event by event (small rank counts)
+      --transport NAME  tune: also take the figures the transports in use here report
+                        (NAME as CIUIC_TRANSPORT: auto, tcp, ...)
+      --write FILE      calibrate: write the measured parameters for CIUIC_TUNER_FILE
   -h, --help
 
 Sizes are bytes of the whole buffer as nccl-tests counts them (all-gather: the gathered
@@ -98,6 +102,12 @@ result; reduce-scatter: the input). busbw follows nccl-tests: all-reduce algbw*2
 all-gather / reduce-scatter / all-to-all algbw*(n-1)/n, others algbw.
 Started by mpirun, srun, torchrun or ciuic-run, every process is one rank; started alone,
 ciuic-perf starts -N ranks of itself on this machine.
+
+calibrate measures, between rank 0 and a peer on another host (else the next rank) over
+the network transport, and a peer on its host over the local one (shm): the half round
+trip of a -b byte message and the streaming rate of -e bytes (default 16M), on the
+transport itself and through the executor, and the float32 sum reduction rate. It
+starts 2 ranks unless -N says otherwise (docs/tuning.md).
 )";
 }
 
@@ -136,16 +146,19 @@ bool parse_options(int argc, char** argv, Options* o, std::string* error) {
     else if (a == "--transport") o->transport = v;
     else if (a == "--algo") o->algo = v;
     else if (a == "--json") o->json_path = v;
+    else if (a == "--write") o->write_path = v;
     else if (takes_value) return fail("unknown option " + a);
     else if (o->command.empty()) o->command = a == "reducescatter" ? "reduce_scatter" : a;
     else if (o->command == "transport" && o->transport_mode.empty()) o->transport_mode = a;
     else return fail("unexpected argument " + a);
     if (!ok) return fail("bad value for " + a + ": " + v);
+    o->nranks_given = o->nranks_given || a == "-N" || a == "--nranks";
+    o->max_bytes_given = o->max_bytes_given || a == "-e" || a == "--maxbytes";
   }
   if (o->help || o->print_config) return true;
   static const char* kCommands[] = {"allreduce", "allgather", "reduce_scatter", "broadcast",
                                     "reduce",    "alltoall",  "sendrecv",       "transport",
-                                    "simulate",  "tune"};
+                                    "simulate",  "tune",           "calibrate"};
   bool known = false;
   for (const char* c : kCommands) known = known || o->command == c;
   if (!known) return fail(o->command.empty() ? "no command given" : "unknown command " + o->command);

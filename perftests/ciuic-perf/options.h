@@ -6,7 +6,9 @@
 #include <string>
 #include <vector>
 
+#include "base/status.h"
 #include "ciuic/ciuic.h"
+#include "coll/tuner.h"
 
 namespace ciuic::perf {
 
@@ -35,6 +37,10 @@ struct Options {
   std::string collective = "allreduce";  // --collective (simulate)
   std::string collective_given;   // --collective as given (tune: only that one)
   bool exact = false;             // --exact: simulate the schedules event by event
+  // calibrate
+  std::string write_path;         // --write FILE: the measured cost parameters
+  bool nranks_given = false;      // -N given (calibrate starts 2 ranks otherwise)
+  bool max_bytes_given = false;   // -e given (calibrate streams 16M otherwise)
 };
 
 // Parses argv; false with *error set on bad usage.
@@ -50,5 +56,11 @@ int run_transport_bench(const Options& options);
 // The cost model's predictions (simulate) and the tuner's table (tune).
 int run_simulate(const Options& options);
 int run_tune(const Options& options);
+// calibrate: measures the links and the reduction rate, prints the CIUIC_* settings that
+// reproduce them and writes them for CIUIC_TUNER_FILE; run by every rank.
+int run_calibrate(const Options& options);
+// The transports a communicator of this process would use (CIUIC_TRANSPORT,
+// CIUIC_LOCAL_TRANSPORT) and what they report of themselves; *note says which and why.
+Status transports_here(coll::TransportCosts* out, std::string* note);
 
 }  // namespace ciuic::perf

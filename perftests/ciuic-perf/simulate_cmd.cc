@@ -63,12 +63,18 @@ coll::CollectiveArgs args_for(coll::Collective c, const Options& o, size_t bytes
 void print_model(const coll::Topology& t) {
   const coll::CostParams& p = t.params();
   std::printf(
-      "# model: alpha %.1f us per message, %.1f us per hop, links %.0f MB/s, local %.0f MB/s, "
-      "reduce %.0f MB/s"
-      " (CIUIC_NET_ALPHA_NS, CIUIC_NET_HOP_NS, CIUIC_NET_MBPS, CIUIC_LOCAL_MBPS, "
-      "CIUIC_REDUCE_MBPS)\n",
-      p.alpha_s * 1e6, p.hop_latency_s * 1e6, p.link_bytes_per_s / 1e6, p.local_bytes_per_s / 1e6,
-      1e-6 / p.gamma_s_per_byte);
+      "# model: alpha %.1f us per message (%.1f us inside a node), %.1f us per hop, links %.0f "
+      "MB/s, local %.0f MB/s, reduce %.0f MB/s"
+      " (CIUIC_NET_ALPHA_NS, CIUIC_LOCAL_ALPHA_NS, CIUIC_NET_HOP_NS, CIUIC_NET_MBPS, "
+      "CIUIC_LOCAL_MBPS, CIUIC_REDUCE_MBPS)\n",
+      p.alpha_s * 1e6, p.local_alpha_s * 1e6, p.hop_latency_s * 1e6, p.link_bytes_per_s / 1e6,
+      p.local_bytes_per_s / 1e6, 1e-6 / p.gamma_s_per_byte);
+}
+
+// Each cost parameter in force, and where it came from.
+void print_sources(const std::vector<coll::CostSource>& sources) {
+  for (const coll::CostSource& c : sources)
+    std::printf("#   %-22s %12.0f  %s\n", c.param.c_str(), c.value, c.source.c_str());
 }
 
 std::vector<size_t> sizes(const Options& o) {
@@ -163,8 +169,22 @@ int run_simulate(const Options& o) {
 }
 
 int run_tune(const Options& o) {
+  // With --transport, the figures the transports in use here report count too, as they do
+  // for a communicator of this process.
+  coll::TransportCosts here;
+  std::string note;
+  if (!o.transport.empty()) {
+    Status s = transports_here(&here, &note);
+    if (!s.ok()) {
+      std::fprintf(stderr, "ciuic-perf tune: %s\n", s.message().c_str());
+      return 2;
+    }
+  }
+  std::vector<coll::CostSource> sources;
+  const coll::CostParams params =
+      coll::resolve_cost_params(o.transport.empty() ? nullptr : &here, &sources);
   coll::Topology t;
-  Status s = coll::Topology::parse(o.topology, o.nranks, coll::configured_cost_params(), &t);
+  Status s = coll::Topology::parse(o.topology, o.nranks, params, &t);
   if (!s.ok()) {
     std::fprintf(stderr, "ciuic-perf tune: %s\n", s.message().c_str());
     return 2;
@@ -174,6 +194,9 @@ int run_tune(const Options& o) {
       "chosen\n",
       o.nranks, t.describe().c_str(), reduce::datatype_name(o.datatype));
   print_model(t);
+  std::printf("# where each parameter comes from (env > CIUIC_TUNER_FILE > transport > default)%s\n",
+              note.empty() ? "" : (": " + note).c_str());
+  print_sources(sources);
   for (const Known& k : kCollectives) {
     if (!o.collective_given.empty() && o.collective_given != k.name) continue;
     std::vector<std::string> names;
