@@ -193,4 +193,19 @@ inline Step average_step(BufferRange dst, size_t bytes) {
 }
 inline BufferRange at(Buffer b, size_t offset) { return BufferRange{b, 0, offset}; }
 
+// Where a reduce-scatter's whole count*n input lies: CIUIC_IN_PLACE (MPI) keeps it in
+// recvbuf and wants the result at its start; otherwise sendbuf (NCCL's in place has
+// recvbuf inside it at block `rank`).
+inline Buffer reduce_scatter_input(const CollectiveArgs& a) {
+  return a.in_place_mpi ? Buffer::kRecv : Buffer::kSend;
+}
+// One rank: its block is the result (copied unless already in place). True when the
+// schedule is complete with that.
+inline bool reduce_scatter_of_one(const CollectiveArgs& a, size_t block, Schedule* s) {
+  if (a.nranks != 1) return false;
+  if (reduce_scatter_input(a) == Buffer::kSend && !a.in_place && block > 0)
+    s->add(copy_step(at(Buffer::kRecv, 0), at(Buffer::kSend, 0), block));
+  return true;  // the average of one rank is its own value
+}
+
 }  // namespace ciuic::coll

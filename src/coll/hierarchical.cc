@@ -327,9 +327,7 @@ Status build_hierarchical_reduce_scatter(const CollectiveArgs& a, Schedule* s) {
   const size_t block = a.count * elem, N = lay.members.size(), L = lay.smallest;
   const size_t total = block * static_cast<size_t>(a.nranks);
   if (block == 0) return Status::Ok();
-  // The input: recvbuf for CIUIC_IN_PLACE; else sendbuf, which NCCL's in-place form
-  // shares with recvbuf (recvbuf = sendbuf + rank * count).
-  const Buffer in = a.in_place_mpi ? Buffer::kRecv : Buffer::kSend;
+  const Buffer in = reduce_scatter_input(a);
   BufferAliasingHint alias;
   if (a.in_place && !a.in_place_mpi)
     alias = BufferAliasingHint{true, static_cast<size_t>(a.rank) * block};

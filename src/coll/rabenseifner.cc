@@ -211,15 +211,8 @@ Status build_rabenseifner_reduce_scatter(const CollectiveArgs& a, Schedule* s) {
   const size_t block = a.count * elem;
   const int n = a.nranks, r = a.rank;
   const size_t total = block * static_cast<size_t>(n);
-  // As in the ring: CIUIC_IN_PLACE keeps the input in recvbuf and wants the result at
-  // its start; NCCL's in place has recvbuf inside sendbuf at block r.
-  const Buffer in = a.in_place_mpi ? Buffer::kRecv : Buffer::kSend;
-  if (n == 1) {
-    if (in == Buffer::kSend && !a.in_place && block > 0)
-      s->add(copy_step(at(Buffer::kRecv, 0), at(Buffer::kSend, 0), block));
-    return Status::Ok();
-  }
-  if (block == 0) return Status::Ok();
+  const Buffer in = reduce_scatter_input(a);
+  if (reduce_scatter_of_one(a, block, s) || block == 0) return Status::Ok();
   const size_t chunk = a.chunk_bytes;
   const Fold f = fold_for(r, n);
   const Range mine{static_cast<size_t>(r) * block, block};

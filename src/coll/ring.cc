@@ -111,14 +111,10 @@ Status build_ring_reduce_scatter(const CollectiveArgs& a, Schedule* s) {
   // nothing special: segment r of the input is only read by the final reduce, which
   // writes the same bytes. CIUIC_IN_PLACE (MPI) keeps the input in recvbuf and wants
   // the result at its start.
-  const Buffer in = a.in_place_mpi ? Buffer::kRecv : Buffer::kSend;
+  const Buffer in = reduce_scatter_input(a);
   const size_t out_offset = a.in_place_mpi ? static_cast<size_t>(r) * seg_bytes : 0;
   auto seg_at = [&](int seg) { return static_cast<size_t>(seg) * seg_bytes; };
-  if (n == 1) {
-    if (in == Buffer::kSend && !a.in_place)
-      s->add(copy_step(at(Buffer::kRecv, 0), at(Buffer::kSend, 0), seg_bytes));
-    return Status::Ok();  // the average of one rank is its own value
-  }
+  if (reduce_scatter_of_one(a, seg_bytes, s)) return Status::Ok();
   const int next = wrap_rank(r + 1, n), prev = wrap_rank(r - 1, n);
   // Partial sums travel in scratch slots; group the chunks so the slots in use stay
   // bounded (a slot lives from its receive to its send one step later).

@@ -335,13 +335,8 @@ Status torus_reduce_scatter(const CollectiveArgs& a, size_t slot_bytes, Schedule
   std::vector<int> dims;
   CIUIC_RETURN_IF_ERROR(torus_dims_for(a, &dims));
   const size_t total = block * static_cast<size_t>(n);
-  const Buffer in = a.in_place_mpi ? Buffer::kRecv : Buffer::kSend;
-  if (n == 1) {
-    if (in == Buffer::kSend && !a.in_place && block > 0)
-      s->add(copy_step(at(Buffer::kRecv, 0), at(Buffer::kSend, 0), block));
-    return Status::Ok();
-  }
-  if (block == 0) return Status::Ok();
+  const Buffer in = reduce_scatter_input(a);
+  if (reduce_scatter_of_one(a, block, s) || block == 0) return Status::Ok();
   const size_t chunk = a.chunk_bytes;
   ScratchPool pool(slot_bytes, a.scratch_slots, total);
   Accumulator acc{Buffer::kScratch, in, {}, {}};
