@@ -1,6 +1,9 @@
 #include "cuda/driver.h"
 
 #include <dlfcn.h>
+#include <link.h>
+
+#include <cstddef>
 
 #include <atomic>
 #include <mutex>
@@ -19,6 +22,22 @@ constexpr CuResult kNotInitialized = 3;  // CUDA_ERROR_NOT_INITIALIZED
 
 std::atomic<const DriverApi*> g_driver{nullptr};
 std::mutex g_load_mutex;
+// The loader's count of objects loaded so far when libcuda was last looked for, + 1
+// (0: never looked). dlopen(RTLD_NOLOAD) walks the library search path (a score of
+// failed openat calls, tens of µs): it is asked again only after something new loaded.
+std::atomic<unsigned long long> g_adds_when_absent{0};
+
+unsigned long long objects_loaded_so_far() {
+  unsigned long long adds = 0;
+  dl_iterate_phdr(
+      [](dl_phdr_info* info, size_t size, void* out) {
+        if (size >= offsetof(dl_phdr_info, dlpi_adds) + sizeof(info->dlpi_adds))
+          *static_cast<unsigned long long*>(out) = info->dlpi_adds;
+        return 1;  // the first object carries the counter: stop there
+      },
+      &adds);
+  return adds;
+}
 
 template <typename Fn>
 void resolve(void* lib, const char* name, Fn* out) {
@@ -29,11 +48,16 @@ void resolve(void* lib, const char* name, Fn* out) {
 
 const DriverApi* loaded_driver() {
   if (const DriverApi* api = g_driver.load(std::memory_order_acquire)) return api;
+  const unsigned long long adds = objects_loaded_so_far();
+  if (adds != 0 && g_adds_when_absent.load(std::memory_order_relaxed) == adds + 1) return nullptr;
   std::lock_guard<std::mutex> lock(g_load_mutex);
   if (const DriverApi* api = g_driver.load(std::memory_order_acquire)) return api;
   // RTLD_NOLOAD: only if already loaded (by the application, or by ciuic's CUDA runtime).
   void* lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL | RTLD_NOLOAD);
-  if (lib == nullptr) return nullptr;
+  if (lib == nullptr) {
+    if (adds != 0) g_adds_when_absent.store(adds + 1, std::memory_order_relaxed);
+    return nullptr;
+  }
   static DriverApi api;  // filled once, then published; the library stays loaded
   resolve(lib, "cuPointerGetAttributes", &api.pointer_get_attributes);
   resolve(lib, "cuGetErrorString", &api.get_error_string);
