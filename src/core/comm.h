@@ -59,6 +59,8 @@ class Communicator final : public coll::PeerLinks {
 
   int rank() const { return rank_; }
   int nranks() const { return nranks_; }
+  // Which node each rank sits on (numbered by first appearance; see node_key_); set by init.
+  std::shared_ptr<const std::vector<int>> node_of_rank() const { return node_of_rank_; }
 
   // Runs one operation to completion on the calling thread (after any queued ones).
   Status run(const coll::CollectiveArgs& args, const coll::Buffers& buffers);
