@@ -2,9 +2,11 @@
 
 #include <sched.h>
 #include <sys/eventfd.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
 
 #include "base/config.h"
@@ -60,13 +62,29 @@ constexpr size_t kNetHandleAt = kFlagsBytes;
 constexpr size_t kLocalHandleAt = kNetHandleAt + transport::kHandleBytes;
 constexpr size_t kHostNameAt = kLocalHandleAt + transport::kHandleBytes;
 constexpr size_t kNodeKeyAt = kHostNameAt + kHostNameBytes;
-constexpr size_t kEndpointRecordBytes = kNodeKeyAt + kHostNameBytes;
+constexpr size_t kMemoryScopeAt = kNodeKeyAt + kHostNameBytes;
+constexpr size_t kEndpointRecordBytes = kMemoryScopeAt + kHostNameBytes;
 constexpr uint8_t kHasLocalListener = 0x1;
 
 const transport::TransportEntry* find_entry(std::string_view name) {
   for (const auto& e : transport::registered_transports())
     if (name == e.name) return &e;
   return nullptr;
+}
+
+// Who can share memory and a Unix socket with this process: the same boot of the same
+// machine (boot id) and the same network namespace (abstract sockets live in one). Host
+// names alone are not enough: containers and namespaces on one machine share them.
+std::string memory_scope() {
+  std::string scope;
+  if (FILE* f = std::fopen("/proc/sys/kernel/random/boot_id", "r")) {
+    char id[64] = {};
+    if (std::fgets(id, sizeof(id), f) != nullptr) scope.assign(id, strcspn(id, "\n"));
+    std::fclose(f);
+  }
+  struct stat ns {};
+  if (::stat("/proc/self/ns/net", &ns) == 0) scope += ":" + std::to_string(ns.st_ino);
+  return scope;
 }
 
 // A NUL-terminated string of at most kHostNameBytes-1 characters at `at`.
@@ -206,6 +224,8 @@ Status Communicator::open_endpoint(const UniqueId& id, const std::string& name_s
   }
   std::memcpy(record->data() + kNodeKeyAt, node_key_.data(),
               std::min(node_key_.size(), kHostNameBytes - 1));
+  const std::string scope = memory_scope();
+  std::memcpy(record->data() + kMemoryScopeAt, scope.data(), std::min(scope.size(), kHostNameBytes - 1));
   return Status::Ok();
 }
 
@@ -250,10 +270,12 @@ Status Communicator::adopt_peers(const std::vector<std::vector<uint8_t>>& record
                           std::to_string(nranks_) + " ranks");
   for (int r = 0; r < nranks_; ++r) {
     const std::vector<uint8_t>& rec = records[r];
-    if (rec.size() != kEndpointRecordBytes || rec[kNodeKeyAt - 1] != 0 || rec.back() != 0)
+    if (rec.size() != kEndpointRecordBytes || rec[kNodeKeyAt - 1] != 0 ||
+        rec[kMemoryScopeAt - 1] != 0 || rec.back() != 0)
       return internal_error(where + ": malformed endpoint record from rank " + std::to_string(r));
   }
   const std::string my_host = record_text(records[rank_], kHostNameAt);
+  const std::string my_scope = record_text(records[rank_], kMemoryScopeAt);
   const transport::TransportEntry* network_entry = find_entry(network_.transport->name());
   const bool network_same_host_only = network_entry != nullptr && network_entry->same_host_only;
   peer_names_.resize(static_cast<size_t>(nranks_));
@@ -270,13 +292,15 @@ Status Communicator::adopt_peers(const std::vector<std::vector<uint8_t>>& record
     if (found == node_keys.end()) node_keys.push_back(key);
     peer_names_[r] = "rank " + std::to_string(r) + " on " + host;
     if (host == my_host) ++local_ranks;
-    if (network_same_host_only && host != my_host)
+    const bool shares_memory = host == my_host && record_text(rec, kMemoryScopeAt) == my_scope;
+    if (network_same_host_only && !shares_memory)
       return invalid_argument(where + ": CIUIC_TRANSPORT=" + network_.transport->name() +
                               " reaches only ranks on this host (" + my_host + "), but rank " +
                               std::to_string(r) + " is on " + host +
+                              (host == my_host ? " in another boot or network namespace" : "") +
                               ": use a network transport (tcp, ibverbs)");
     Peer& peer = peers_[r];
-    peer.local = local_.listener && (rec[0] & kHasLocalListener) && host == my_host &&
+    peer.local = local_.listener && (rec[0] & kHasLocalListener) && shares_memory &&
                  key == node_key_ && r != rank_;
     std::memcpy(peer.handle.bytes, rec.data() + (peer.local ? kLocalHandleAt : kNetHandleAt),
                 transport::kHandleBytes);
