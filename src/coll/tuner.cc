@@ -216,6 +216,31 @@ bool has_nodes_to_exploit(const std::vector<int>& node_of_rank) {
   return false;
 }
 
+namespace {
+
+// Says at INFO, once per set of cost parameters, what the tuner models and where each
+// figure came from (the environment, the tuner file, the transports, the defaults).
+void announce(const TransportCosts* transports, const CostParams& params) {
+  static std::mutex mutex;
+  static std::set<uint64_t> said;
+  {
+    std::lock_guard<std::mutex> lock(mutex);
+    if (said.size() >= 64 || !said.insert(params_hash(params)).second) return;
+  }
+  std::vector<CostSource> sources;
+  resolve_cost_params(transports, &sources);
+  std::string text;
+  for (const CostSource& c : sources) {
+    char one[256];
+    std::snprintf(one, sizeof(one), "%s%s=%.0f (%s)", text.empty() ? "" : ", ", c.param.c_str(),
+                  c.value, c.source.c_str());
+    text += one;
+  }
+  CIUIC_LOG_INFO(log::kColl, "tuner cost parameters: %s", text.c_str());
+}
+
+}  // namespace
+
 bool one_node(const std::vector<int>& node_of_rank) {
   return node_of_rank.size() > 1 &&
          std::all_of(node_of_rank.begin(), node_of_rank.end(),
@@ -489,6 +514,7 @@ std::string tuned_algorithm(const CollectiveArgs& args) {
     if (it != decisions.end()) return it->second;
   }
   Topology topology;
+  announce(args.transports.get(), params);
   Status s = Topology::parse(kTopology.get(), args.nranks, params, &topology);
   std::string choice;
   if (!s.ok()) {
