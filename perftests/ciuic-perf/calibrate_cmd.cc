@@ -357,9 +357,11 @@ void print_link(const char* which, const LinkFigures& f) {
               figure(f.exec_bytes_per_s, 1e-6, 0).c_str(), f.between.c_str());
 }
 
-// Barrier on the whole job: ranks not in the pair measuring wait here.
-Status barrier(ciuic_comm_t world) {
-  return check(ciuic_barrier(world, nullptr), world, "barrier");
+// Every rank meets the others on the bootstrap store; ranks not in the pair measuring wait
+// here asleep (a collective's wait would poll first, on cores the pair needs).
+Status sync(core::StoreClient& store, int* step) {
+  std::vector<std::vector<uint8_t>> all;
+  return store.allgather("sync" + std::to_string((*step)++), {}, &all, Deadline::after_ms(600000));
 }
 
 Status run(const Options& o, const core::LaunchInfo& info) {
@@ -381,6 +383,10 @@ Status run(const Options& o, const core::LaunchInfo& info) {
       if (*comm) ciuic_comm_destroy(*comm);
     }
   } close_world{&world};
+  std::unique_ptr<core::StoreClient> store;
+  CIUIC_RETURN_IF_ERROR(core::StoreClient::connect(info.id, "perf-calibrate", info.rank,
+                                                   info.nranks, Deadline::after_ms(60000), &store));
+  int step = 0;
 
   // Which host each rank is on: the network pair crosses hosts where it can.
   std::string mine_host = host_name();
@@ -415,11 +421,11 @@ Status run(const Options& o, const core::LaunchInfo& info) {
   if (me_world == 0 || me_world == net_peer)
     CIUIC_RETURN_IF_ERROR(measure_transport(in_use.network, info.id, "perf-calibrate/net",
                                             me_world == 0 ? 0 : 1, o, large, &net));
-  CIUIC_RETURN_IF_ERROR(barrier(world));
+  CIUIC_RETURN_IF_ERROR(sync(*store, &step));
   if (local_peer > 0 && (me_world == 0 || me_world == local_peer))
     CIUIC_RETURN_IF_ERROR(measure_transport(in_use.local, info.id, "perf-calibrate/local",
                                             me_world == 0 ? 0 : 1, o, large, &local));
-  CIUIC_RETURN_IF_ERROR(barrier(world));
+  CIUIC_RETURN_IF_ERROR(sync(*store, &step));
 
   // Through the executor: a two-rank communicator per link; the network one with no local
   // transport, so that its pair talks over the network transport even on one host.
@@ -439,16 +445,16 @@ Status run(const Options& o, const core::LaunchInfo& info) {
   if (net_pair != nullptr)
     CIUIC_RETURN_IF_ERROR(measure_executor(net_pair, me_world == 0 ? 0 : 1, o, large, hop_s, &net)
                               .prefix(in_use.network + " through the executor"));
-  CIUIC_RETURN_IF_ERROR(barrier(world));
+  CIUIC_RETURN_IF_ERROR(sync(*store, &step));
   if (local_pair != nullptr)
     CIUIC_RETURN_IF_ERROR(
         measure_executor(local_pair, me_world == 0 ? 0 : 1, o, large, hop_s, &local)
             .prefix(in_use.local + " through the executor"));
   config::set_override("CIUIC_ALGO", std::nullopt);
   double reduce_rate = 0;
-  const size_t reduce_bytes = std::min<size_t>(large, size_t{16} << 20);
+  const size_t reduce_bytes = size_t{16} << 20;  // beyond the caches, as large buffers are
   if (me_world == 0) reduce_rate = reduce_bytes_per_s(reduce_bytes, o.iters);
-  CIUIC_RETURN_IF_ERROR(barrier(world));
+  CIUIC_RETURN_IF_ERROR(sync(*store, &step));
   if (me_world != 0) return Status::Ok();
 
   // What the tuner takes from them.
