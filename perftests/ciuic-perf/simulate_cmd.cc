@@ -194,8 +194,9 @@ int run_tune(const Options& o) {
       "chosen\n",
       o.nranks, t.describe().c_str(), reduce::datatype_name(o.datatype));
   print_model(t);
-  std::printf("# where each parameter comes from (env > CIUIC_TUNER_FILE > transport > default)%s\n",
-              note.empty() ? "" : (": " + note).c_str());
+  std::printf(
+      "# where each parameter comes from (env > CIUIC_TUNER_FILE > transport > default)%s\n",
+      note.empty() ? "" : (": " + note).c_str());
   print_sources(sources);
   for (const Known& k : kCollectives) {
     if (!o.collective_given.empty() && o.collective_given != k.name) continue;
