@@ -324,6 +324,9 @@ def case_impaired_link(args, hosts, name, impair, restore, note):
     if impair() is False:
         case.notes.append("skipped: " + note)
         return case
+    if name == "delay":  # what the kernel says it applies, beside the time it took
+        shown = run("ip", "netns", "exec", hosts.hosts[1], "tc", "qdisc", "show", "dev", "eth0", check=False)
+        case.notes.append("host 1: " + " ".join(shown.stdout.split()[:12]))
     try:
         job, impaired_s = timed_loop(args, hosts, iters, count)
     finally:

@@ -28,6 +28,9 @@ case "$check" in
     needs_ibverbs
     [ -x "$build/tests/fault_rank" ] || { echo "rdma-vm: SKIPPED: $build/tests/fault_rank is not built"; exit 77; }
     nodes=1 timeout=240 ;;
+  netns_faults)
+    [ -x "$build/tests/fault_rank" ] || { echo "rdma-vm: SKIPPED: $build/tests/fault_rank is not built"; exit 77; }
+    nodes=1 timeout=400 ;;
   *) echo "check.sh: unknown check $check" >&2; exit 2 ;;
 esac
 exec "$here/run.sh" --nodes "$nodes" --timeout "$timeout" -- "$here/checks/$check.sh" "$build"

@@ -47,10 +47,13 @@ grep -q '"virtio-9p-pci"' <<< "$qemu_devices" ||
 
 # --- Kernel and modules: Debian's, fetched once into the cache ---------------------------
 # Load order matters: each module's dependencies come first. crc32_generic provides the
-# crc32 that rdma_rxe asks the crypto API for; veth is for --nodes 2.
+# crc32 that rdma_rxe asks the crypto API for; veth is for --nodes 2; the bridge and the
+# netem qdisc are for the network-namespace fault tests (tests/fault), which need a kernel
+# with netem to add delay.
 modules=(virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci
          netfs fscache 9pnet 9p 9pnet_virtio failover net_failover virtio_net
-         overlay veth udp_tunnel ip6_udp_tunnel crc32_generic ib_core ib_uverbs rdma_rxe)
+         overlay veth udp_tunnel ip6_udp_tunnel crc32_generic ib_core ib_uverbs rdma_rxe
+         llc stp bridge sch_netem)
 
 fetch_kernel() {
   local tmp pkg deb
@@ -109,7 +112,8 @@ build_initramfs() {
   [ -n "$busybox" ] && ! ldd "$busybox" > /dev/null 2>&1 ||
     skip "no static busybox (Debian: apt-get install busybox-static)"
   command -v cpio > /dev/null || skip "no cpio (Debian: apt-get install cpio)"
-  stamp=$(cat "$here/init" "$busybox" "$cache/kernel/source" | md5sum | cut -c1-16)
+  stamp=$( (cat "$here/init" "$busybox" "$cache/kernel/source"; printf "%s\n" "${modules[@]}") |
+    md5sum | cut -c1-16)
   [ -f "$cache/initramfs-$stamp.cpio" ] && { echo "$cache/initramfs-$stamp.cpio"; return; }
   root=$(mktemp -d "$cache/initramfs.XXXXXX")
   mkdir -p "$root/bin" "$root/modules" "$root/dev"
@@ -127,7 +131,12 @@ build_initramfs() {
 mkdir -p "$cache" || skip "cannot create the cache folder $cache"
 exec 9> "$cache/.lock"
 flock 9  # parallel runs: one fetches, the others wait for it
-[ -f "$cache/kernel/vmlinuz" ] || fetch_kernel
+kernel_complete() {  # the kernel and every module of the list (the list grows)
+  [ -f "$cache/kernel/vmlinuz" ] || return 1
+  local m
+  for m in "${modules[@]}"; do [ -f "$cache/kernel/modules/$m.ko" ] || return 1; done
+}
+kernel_complete || fetch_kernel
 kernel=$cache/kernel/vmlinuz
 [ -f "$cache/kernel/vmlinux" ] && kernel=$cache/kernel/vmlinux
 initramfs=$(build_initramfs)
