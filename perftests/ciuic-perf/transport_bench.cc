@@ -53,11 +53,13 @@ Status open_link(const core::LaunchInfo& info, core::StoreClient& store, Link* l
 
 Status wait_done(transport::Channel* ch, bool is_send, transport::Request* req, Deadline deadline) {
   bool done = false;
-  while (!done) {
+  // The clock is read every 1024th round: where it is not in the vDSO (an emulated HPET,
+  // as in the Soft-RoCE guest) each read is a system call that would dominate the latency.
+  for (uint32_t round = 1; !done; ++round) {
     Status s = is_send ? static_cast<transport::SendChannel*>(ch)->test(req, &done, nullptr)
                        : static_cast<transport::RecvChannel*>(ch)->test(req, &done, nullptr);
     CIUIC_RETURN_IF_ERROR(s);
-    if (!done && deadline.expired()) return timeout_error("transfer timed out");
+    if (!done && round % 1024 == 0 && deadline.expired()) return timeout_error("transfer timed out");
   }
   return Status::Ok();
 }
@@ -68,6 +70,7 @@ Status stream(Link& link, bool sender, void* buf, size_t bytes, int iters, int w
   std::vector<transport::Request*> in_flight;
   int posted = 0, completed = 0;
   int tag = 0;
+  uint32_t rounds = 0;
   auto t0 = std::chrono::steady_clock::now();
   while (completed < iters) {
     while (posted < iters && static_cast<int>(in_flight.size()) < window) {
@@ -90,7 +93,7 @@ Status stream(Link& link, bool sender, void* buf, size_t bytes, int iters, int w
       in_flight.erase(in_flight.begin());
       ++completed;
     }
-    if (deadline.expired()) return timeout_error("bandwidth test timed out");
+    if (++rounds % 1024 == 0 && deadline.expired()) return timeout_error("bandwidth test timed out");
   }
   *seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return Status::Ok();
