@@ -5,6 +5,8 @@
 #include <dirent.h>
 #include <gtest/gtest.h>
 
+#include <atomic>
+
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -47,12 +49,29 @@ constexpr bool kSanitized = false;
 constexpr bool kSanitized = false;
 #endif
 
+// Shared-memory segments mapped into this process (the shm transport's memfds, anything
+// under /dev/shm): ranks of one process talk over shared memory, so every cycle maps some.
+int shared_mappings() {
+  std::ifstream maps("/proc/self/maps");
+  int n = 0;
+  for (std::string line; std::getline(maps, line);)
+    if (line.find("/memfd:") != std::string::npos || line.find("/dev/shm/") != std::string::npos)
+      ++n;
+  return n;
+}
+
 struct Usage {
   int fds, threads;
   long rss_kib;
+  int shared;
 };
 
-Usage usage() { return {count_entries("/proc/self/fd"), count_entries("/proc/self/task"), rss_kib()}; }
+Usage usage() {
+  return {count_entries("/proc/self/fd"), count_entries("/proc/self/task"), rss_kib(),
+          shared_mappings()};
+}
+
+std::atomic<int> g_mapped_while_running{0};  // shared mappings seen mid-cycle
 
 // One cycle: init two ranks, run collectives (one non-blocking, one on a split), destroy.
 // With `fail`, rank 1 aborts instead of joining the all-reduce: rank 0 must get an error,
@@ -76,7 +95,8 @@ void one_cycle(bool fail, std::string* error) {
       ciuic_comm_destroy(comm);
       return;
     }
-    ciuic_result_t r = ciuic_allreduce(in.data(), out.data(), in.size(), CIUIC_FLOAT32, CIUIC_SUM, comm, nullptr);
+    ciuic_result_t r =
+        ciuic_allreduce(in.data(), out.data(), in.size(), CIUIC_FLOAT32, CIUIC_SUM, comm, nullptr);
     if (fail) {
       if (r == CIUIC_SUCCESS) errors[rank] = "the all-reduce succeeded although rank 1 aborted";
       ciuic_comm_destroy(comm);
@@ -85,8 +105,10 @@ void one_cycle(bool fail, std::string* error) {
     if (r != CIUIC_SUCCESS || out[0] != 3.f || out.back() != 3.f) {
       errors[rank] = std::string("allreduce: ") + ciuic_comm_get_last_error(comm);
     }
+    if (rank == 0) g_mapped_while_running.store(shared_mappings());
     ciuic_request_t req = nullptr;
-    if (ciuic_iallgather(in.data(), out.data(), 8, CIUIC_FLOAT32, comm, nullptr, &req) != CIUIC_SUCCESS ||
+    if (ciuic_iallgather(in.data(), out.data(), 8, CIUIC_FLOAT32, comm, nullptr, &req) !=
+            CIUIC_SUCCESS ||
         ciuic_wait(&req) != CIUIC_SUCCESS || out[0] != 1.f || out[8] != 2.f) {
       errors[rank] = std::string("iallgather: ") + ciuic_comm_get_last_error(comm);
     }
@@ -110,6 +132,8 @@ void expect_no_leaks(int cycles, bool fail) {
   std::string error;
   one_cycle(fail, &error);  // first use sets up what lives for the process (log sink, caches)
   ASSERT_EQ(error, "");
+  if (!fail)  // else the shared-memory count below would prove nothing
+    EXPECT_GT(g_mapped_while_running.load(), 0) << "the ranks did not talk over shared memory";
   one_cycle(fail, &error);
   const Usage before = usage();
   for (int i = 0; i < cycles && error.empty(); ++i) one_cycle(fail, &error);
@@ -117,18 +141,23 @@ void expect_no_leaks(int cycles, bool fail) {
   const Usage after = usage();
   EXPECT_EQ(after.fds, before.fds) << "file descriptors leaked over " << cycles << " cycles";
   EXPECT_EQ(after.threads, before.threads) << "threads leaked over " << cycles << " cycles";
+  EXPECT_EQ(after.shared, before.shared)
+      << "shared-memory mappings leaked over " << cycles << " cycles";
   // Allocator caches may grow a little; a leak of even 1 KiB a cycle would show here.
   // Under a sanitizer, freed memory sits in its quarantine (LeakSanitizer checks leaks there).
   if (!kSanitized) {
     EXPECT_LT(after.rss_kib - before.rss_kib, 1024 + cycles / 4)
         << "resident memory grew from " << before.rss_kib << " KiB to " << after.rss_kib << " KiB";
   }
-  std::printf("%d cycles%s: fds %d -> %d, threads %d -> %d, rss %ld -> %ld KiB\n", cycles,
-              fail ? " (rank 1 aborts)" : "", before.fds, after.fds, before.threads, after.threads,
-              before.rss_kib, after.rss_kib);
+  std::printf(
+      "%d cycles%s: fds %d -> %d, threads %d -> %d, shared mappings %d -> %d, rss %ld -> %ld KiB\n",
+      cycles, fail ? " (rank 1 aborts)" : "", before.fds, after.fds, before.threads, after.threads,
+      before.shared, after.shared, before.rss_kib, after.rss_kib);
 }
 
-TEST(Hygiene, ThousandInitCollectiveDestroyCyclesLeaveNothingBehind) { expect_no_leaks(1000, false); }
+TEST(Hygiene, ThousandInitCollectiveDestroyCyclesLeaveNothingBehind) {
+  expect_no_leaks(1000, false);
+}
 
 TEST(Hygiene, CyclesThatEndInAnAbortLeaveNothingBehind) { expect_no_leaks(100, true); }
 
