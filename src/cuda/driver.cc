@@ -17,6 +17,9 @@ namespace {
 constexpr int kAttrMemoryType = 2;     // CU_POINTER_ATTRIBUTE_MEMORY_TYPE
 constexpr int kAttrIsManaged = 8;      // CU_POINTER_ATTRIBUTE_IS_MANAGED
 constexpr int kAttrDeviceOrdinal = 9;  // CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL
+constexpr int kAttrBufferId = 7;       // CU_POINTER_ATTRIBUTE_BUFFER_ID
+constexpr int kAttrLegacyIpc = 10;     // CU_POINTER_ATTRIBUTE_IS_LEGACY_CUDA_IPC_CAPABLE
+constexpr int kAttrRangeStart = 11;    // CU_POINTER_ATTRIBUTE_RANGE_START_ADDR
 constexpr unsigned kMemoryTypeHost = 1, kMemoryTypeDevice = 2, kMemoryTypeUnified = 4;
 constexpr CuResult kNotInitialized = 3;  // CUDA_ERROR_NOT_INITIALIZED
 
@@ -113,6 +116,27 @@ Status classify(const void* ptr, PointerInfo* out) {
     out->memory = Memory::kPinned;
   }
   out->device = out->memory == Memory::kHost ? -1 : device;
+  return Status::Ok();
+}
+
+Status allocation_of(const void* ptr, AllocationInfo* out) {
+  *out = AllocationInfo{};
+  const DriverApi* api = loaded_driver();
+  if (api == nullptr || ptr == nullptr) return Status::Ok();
+  unsigned long long buffer_id = 0;
+  CuDevicePtr base = 0;
+  uint32_t legacy = 0;  // a bool in the driver; zeroed word, low byte read
+  unsigned memory_type = 0, is_managed = 0;
+  int attributes[5] = {kAttrBufferId, kAttrRangeStart, kAttrLegacyIpc, kAttrMemoryType,
+                       kAttrIsManaged};
+  void* data[5] = {&buffer_id, &base, &legacy, &memory_type, &is_managed};
+  CuResult r = api->pointer_get_attributes(5, attributes, data, reinterpret_cast<CuDevicePtr>(ptr));
+  if (r == kNotInitialized) return Status::Ok();
+  if (r != 0) return internal_error("cuPointerGetAttributes: " + driver_error(*api, r));
+  const bool device = memory_type == kMemoryTypeDevice && (is_managed & 0xff) == 0;
+  out->base = base;
+  out->buffer_id = buffer_id;
+  out->legacy_ipc = device && (legacy & 0xff) != 0 && base != 0 && buffer_id != 0;
   return Status::Ok();
 }
 

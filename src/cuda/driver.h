@@ -44,4 +44,14 @@ struct PointerInfo {
 // is kHost.
 Status classify(const void* ptr, PointerInfo* out);
 
+// The allocation `ptr` lies in, for CUDA IPC: its base, the driver's process-wide unique
+// id of it (never reused, unlike addresses), and whether cudaIpcGetMemHandle can export it
+// (memory from cudaMalloc; not managed, pinned host, pool or VMM allocations).
+struct AllocationInfo {
+  uint64_t base = 0;
+  uint64_t buffer_id = 0;
+  bool legacy_ipc = false;
+};
+Status allocation_of(const void* ptr, AllocationInfo* out);
+
 }  // namespace ciuic::cuda

@@ -198,13 +198,17 @@ Engine::~Engine() {
     }
   }
   in_flight_.clear();
+  ipc_last_.reset();
+  ipc_descriptor_users_.clear();
   if (!drained) {
     CIUIC_LOG_WARN(log::kColl,
                    "rank %d: destroying a communicator whose CUDA streams did not finish within "
-                   "%lld ms: its pinned staging memory is left allocated",
+                   "%lld ms: its pinned staging memory (and CUDA IPC memory) is left allocated",
                    rank_, static_cast<long long>(timeout_ms()));
+    (void)ipc_.release();  // the kernels may still use it
     return;
   }
+  ipc_.reset();
   for (auto& b : blocks_) {
     b->last_user.reset();
     (void)cudaFreeHost(b->host);
@@ -218,7 +222,11 @@ int64_t Engine::timeout_ms() const { return comm_->timeout_ms(); }
 Deadline Engine::deadline() const { return Deadline::after_ms(timeout_ms()); }
 
 Status Engine::sticky_error() {
-  if (!failed_.load()) return Status::Ok();
+  if (!failed_.load()) {
+    Status kernel = ipc_error();
+    if (kernel.ok()) return Status::Ok();
+    fail(kernel, true);
+  }
   std::lock_guard<std::mutex> lock(error_mutex_);
   return Status(error_.code(), "an earlier operation on a CUDA stream failed: " + error_.message());
 }
@@ -332,6 +340,13 @@ Status Engine::issue(const coll::CollectiveArgs& args, const coll::Buffers& user
   DeviceGuard guard(device_);
   CIUIC_RETURN_IF_ERROR(guard.status());
   CIUIC_RETURN_IF_ERROR(check_stream(stream, name));
+
+  {
+    std::lock_guard<std::mutex> issue_lock(issue_mutex_);
+    bool ipc = false;
+    CIUIC_RETURN_IF_ERROR(ipc_serves(args, name, &ipc));
+    if (ipc) return issue_ipc(args, user, stream, out);
+  }
 
   const Layout l = layout_of(args, user);
   const size_t elem = reduce::datatype_size(args.datatype);
@@ -556,6 +571,8 @@ Status Engine::flush() {
 
 void Engine::abort() {
   aborted_.store(true);
+  if (IpcHostWords* words = ipc_words_.load())  // waiting IPC kernels give up
+    __atomic_store_n(&words->abort, 1u, __ATOMIC_SEQ_CST);
   queue_cv_.notify_all();
 }
 
@@ -672,7 +689,9 @@ void Engine::worker_loop() {
       running_ = true;
       job = &queue_.front();  // stays put: the deque only grows at the back meanwhile
     }
-    if (job->p2p)
+    if (job->ipc)
+      run_ipc_exchange(*job);
+    else if (job->p2p)
       run_p2p(*job);
     else
       run_collective(*job);
@@ -798,6 +817,10 @@ Status wait(const std::shared_ptr<DeviceOp>& op) {
       return timeout_error("the stream did not finish the operation's copies within " +
                            std::to_string(op->engine->timeout_ms()) + " ms");
     std::this_thread::sleep_for(std::chrono::microseconds(20));
+  }
+  if (op->ipc) {  // the kernel ran; it may have given up waiting for a peer
+    Status kernel = op->engine->sticky_error();
+    if (!kernel.ok()) return kernel;
   }
   std::lock_guard<std::mutex> lock(op->mutex);
   return op->result;

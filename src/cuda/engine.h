@@ -8,12 +8,17 @@
 // runs the host collective on the staging slot through the Communicator, and writes the
 // chunk's number into the word, which lets the stream go on. Chunks pipeline: while the
 // wire carries one, the stream copies the next in and the previous out.
+//
+// When every rank sits on one node, the collectives that the IPC kernel serves skip the
+// staging: issue() enqueues the kernel (ipc_kernels.h), which reads the peers' memory
+// directly (engine_ipc.cc).
 #pragma once
 
 #if CIUIC_HAVE_CUDA
 
 #include <cuda_runtime_api.h>
 
+#include <atomic>
 #include <condition_variable>
 #include <deque>
 #include <memory>
@@ -28,6 +33,7 @@
 #include "coll/schedule.h"
 #include "core/comm.h"
 #include "cuda/device.h"
+#include "cuda/ipc.h"
 
 namespace ciuic::cuda {
 
@@ -52,6 +58,7 @@ struct DeviceOp {
   uint64_t seq = 0;
   cudaEvent_t done = nullptr;  // recorded after the op's last work on the stream
   std::shared_ptr<EventPool> pool;
+  bool ipc = false;  // ran by the IPC kernel: its failures are the engine's host words'
   std::mutex mutex;
   std::condition_variable cv;
   bool host_done = false;  // the host collective ran (or failed) and the stream was released
@@ -86,8 +93,15 @@ class Engine {
     cudaEvent_t ready = nullptr;  // the stream reached this chunk (its input is staged)
     uint32_t release = 0;         // written to the flag word when the chunk is done
   };
+  // A direct-mode IPC operation's exchange of buffers, run by the engine's thread.
+  struct IpcExchange {
+    IpcOpRecord mine;
+    size_t descriptor = 0;  // its slot in the ring
+    uint32_t release = 0;   // the stream waits for this before the kernel
+  };
   struct Job {
     std::shared_ptr<DeviceOp> op;
+    std::unique_ptr<IpcExchange> ipc;  // set: the job is this exchange
     std::vector<Chunk> chunks;
     bool p2p = false;  // send/recv: chunks are its parts (a group's, or just one), run together
     bool failed_to_enqueue = false;
@@ -108,6 +122,13 @@ class Engine {
   void commit_staging(const std::shared_ptr<DeviceOp>& op);
   Status check_stream(cudaStream_t stream, const char* name);
   Status enqueue_wait(cudaStream_t stream, uint32_t value);
+  // engine_ipc.cc: whether the IPC kernel can run this call; on the first such call the
+  // ranks set it up (collectively). Caller holds issue_mutex_.
+  Status ipc_serves(const coll::CollectiveArgs& args, const char* name, bool* serves);
+  Status issue_ipc(const coll::CollectiveArgs& args, const coll::Buffers& user, cudaStream_t stream,
+                   std::shared_ptr<DeviceOp>* out);  // issue_mutex_ held
+  void run_ipc_exchange(Job& job);
+  Status ipc_error();  // a kernel gave up (the host words say why), else Ok
   void worker_loop();
   void run_collective(Job& job);
   void run_p2p(Job& job);
@@ -143,6 +164,17 @@ class Engine {
   bool running_ = false;
   bool stopping_ = false;
   std::thread worker_;
+
+  // Same-node CUDA IPC (engine_ipc.cc).
+  enum class IpcState { kUndecided, kOn, kOff };
+  IpcState ipc_state_ = IpcState::kUndecided;  // under issue_mutex_
+  std::string ipc_why_not_;                    // kOff: why
+  std::unique_ptr<IpcPeers> ipc_;
+  std::atomic<IpcHostWords*> ipc_words_{nullptr};  // ipc_'s, once on
+  uint64_t ipc_seq_ = 0;
+  std::shared_ptr<DeviceOp> ipc_last_;  // the last IPC operation: the next one waits for it
+  cudaStream_t ipc_last_stream_ = nullptr;
+  std::vector<std::shared_ptr<DeviceOp>> ipc_descriptor_users_;
 
   std::atomic<bool> aborted_{false};
   std::atomic<bool> failed_{false};

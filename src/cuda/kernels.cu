@@ -1,119 +1,23 @@
-// Reduction kernels for every datatype x op, and the stream-holding kernel.
-//
-// The conversions mirror src/reduce/convert_bits.h in integer code rather than using the
-// hardware's, so that NaN payloads and subnormals come out bit for bit as on the CPU.
+// Reduction kernels for every datatype x op, and the stream-holding kernel. The
+// arithmetic (datatypes, ops) is device_math.cuh's.
 #include <cuda_runtime.h>
 
 #include <string>
 #include <type_traits>
 
+#include "cuda/device_math.cuh"
 #include "cuda/kernels.h"
 
 namespace ciuic::cuda {
 namespace {
 
-__device__ __forceinline__ float half_bits_to_float(uint16_t half) {
-  const uint32_t sign = static_cast<uint32_t>(half & 0x8000u) << 16;
-  const uint32_t exponent = (half >> 10) & 0x1fu;
-  const uint32_t mantissa = half & 0x3ffu;
-  if (exponent == 0x1f) return __uint_as_float(sign | 0x7f800000u | (mantissa << 13));
-  if (exponent != 0) return __uint_as_float(sign | ((exponent + 112) << 23) | (mantissa << 13));
-  return __uint_as_float(sign | __float_as_uint(static_cast<float>(mantissa) * 0x1p-24f));
-}
-
-__device__ __forceinline__ uint16_t float_to_half_bits(float value) {
-  const uint32_t bits = __float_as_uint(value);
-  const uint16_t sign = static_cast<uint16_t>((bits >> 16) & 0x8000u);
-  const uint32_t magnitude = bits & 0x7fffffffu;
-  if (magnitude > 0x7f800000u)
-    return static_cast<uint16_t>(sign | 0x7e00u | ((magnitude >> 13) & 0x3ffu));
-  if (magnitude >= 0x477ff000u) return static_cast<uint16_t>(sign | 0x7c00u);
-  if (magnitude >= 0x38800000u) {
-    const uint32_t rounded = magnitude + 0xfffu + ((magnitude >> 13) & 1u);
-    return static_cast<uint16_t>(sign | ((rounded - 0x38000000u) >> 13));
-  }
-  const uint32_t shift = 126 - (magnitude >> 23);
-  if (shift > 24) return sign;
-  const uint32_t significand = (magnitude & 0x7fffffu) | 0x800000u;
-  uint32_t quotient = significand >> shift;
-  const uint32_t remainder = significand & ((1u << shift) - 1);
-  const uint32_t halfway = 1u << (shift - 1);
-  if (remainder > halfway || (remainder == halfway && (quotient & 1u))) ++quotient;
-  return static_cast<uint16_t>(sign | quotient);
-}
-
-__device__ __forceinline__ float bfloat16_bits_to_float(uint16_t value) {
-  return __uint_as_float(static_cast<uint32_t>(value) << 16);
-}
-
-__device__ __forceinline__ uint16_t float_to_bfloat16_bits(float value) {
-  const uint32_t bits = __float_as_uint(value);
-  if ((bits & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((bits >> 16) | 0x40u);
-  return static_cast<uint16_t>((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
-}
-
-// Storage type, compute type, and the conversions between them.
-template <class T>
-struct Plain {
-  using Storage = T;
-  using Compute = T;
-  static __device__ __forceinline__ T load(T v) { return v; }
-  static __device__ __forceinline__ T store(T v) { return v; }
-};
-struct Half {
-  using Storage = uint16_t;
-  using Compute = float;
-  static __device__ __forceinline__ float load(uint16_t v) { return half_bits_to_float(v); }
-  static __device__ __forceinline__ uint16_t store(float v) { return float_to_half_bits(v); }
-};
-struct Bfloat16 {
-  using Storage = uint16_t;
-  using Compute = float;
-  static __device__ __forceinline__ float load(uint16_t v) { return bfloat16_bits_to_float(v); }
-  static __device__ __forceinline__ uint16_t store(float v) { return float_to_bfloat16_bits(v); }
-};
-
-// The ops as src/reduce/kernels_impl.h defines them: integers wrap, MIN/MAX propagate NaN.
-struct Sum {
-  template <class T>
-  static __device__ __forceinline__ T apply(T a, T b) {
-    if constexpr (std::is_integral_v<T>) {
-      using U = std::make_unsigned_t<T>;
-      return static_cast<T>(static_cast<U>(a) + static_cast<U>(b));
-    } else {
-      return a + b;
-    }
-  }
-};
-struct Prod {
-  template <class T>
-  static __device__ __forceinline__ T apply(T a, T b) {
-    if constexpr (std::is_integral_v<T>) {
-      using U = std::make_unsigned_t<T>;
-      return static_cast<T>(static_cast<U>(a) * static_cast<U>(b));
-    } else {
-      return a * b;
-    }
-  }
-};
-struct Min {
-  template <class T>
-  static __device__ __forceinline__ T apply(T a, T b) {
-    if constexpr (std::is_integral_v<T>)
-      return a < b ? a : b;
-    else
-      return ((a < b) | (a != a)) ? a : b;
-  }
-};
-struct Max {
-  template <class T>
-  static __device__ __forceinline__ T apply(T a, T b) {
-    if constexpr (std::is_integral_v<T>)
-      return a > b ? a : b;
-    else
-      return ((a > b) | (a != a)) ? a : b;
-  }
-};
+using dev::Bfloat16;
+using dev::Half;
+using dev::Max;
+using dev::Min;
+using dev::Plain;
+using dev::Prod;
+using dev::Sum;
 
 struct Sources {
   const void* p[kMaxReduceSources];
@@ -162,18 +66,11 @@ __global__ void __launch_bounds__(kThreads)
 template <class Codec>
 __global__ void __launch_bounds__(kThreads) average_kernel(void* data, size_t count, int nranks) {
   using S = typename Codec::Storage;
-  using C = typename Codec::Compute;
   S* d = static_cast<S*>(data);
   const size_t stride = static_cast<size_t>(gridDim.x) * blockDim.x;
   for (size_t i = static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < count;
-       i += stride) {
-    if constexpr (std::is_integral_v<C>) {
-      using Divisor = std::conditional_t<(sizeof(C) < sizeof(int)), int, C>;
-      d[i] = static_cast<S>(d[i] / static_cast<Divisor>(nranks));
-    } else {
-      d[i] = Codec::store(Codec::load(d[i]) / static_cast<C>(nranks));
-    }
-  }
+       i += stride)
+    d[i] = dev::average_of<Codec>(d[i], nranks);
 }
 
 __global__ void wait_value_kernel(const volatile uint32_t* flag, uint32_t value) {
