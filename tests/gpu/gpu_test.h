@@ -44,6 +44,7 @@ class Tally {
     return false;
   }
   int failures() const { return fail_.load(); }
+  int passes() const { return pass_.load(); }
   // Prints "<name>: N checks passed, M failed" and returns the exit code.
   int finish(const char* name) const {
     std::printf("%s: %d checks passed, %d failed\n", name, pass_.load(), fail_.load());
