@@ -39,8 +39,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     case 0: {
       transport::ConnectHandle handle;
       fixed(data, size, handle.bytes);
-      transport::tcp::HandleContents contents;
-      (void)transport::tcp::decode_handle(handle, &contents);
+      transport::common::SocketHandle contents;
+      (void)transport::tcp::kHandle.decode(handle, &contents);
       break;
     }
     case 1: {
@@ -95,8 +95,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     case 8: {
       transport::ConnectHandle handle;
       fixed(data, size, handle.bytes);
-      transport::ib::HandleContents contents;
-      (void)transport::ib::decode_handle(handle, &contents);
+      transport::common::SocketHandle contents;
+      (void)transport::ib::kHandle.decode(handle, &contents);
       break;
     }
     case 9: {

@@ -1,7 +1,8 @@
-// The ibverbs transport on a real RDMA device (Soft-RoCE in tests/rdma-vm, or an adapter):
-// connection setup, random-size streams with every byte checked, grouped tagged receives,
-// registered and unregistered buffers, a send too large for its buffer, abort, and a peer
-// that dies. Skips, saying why, where no device is usable.
+// What only the ibverbs transport does, on a real RDMA device (Soft-RoCE in tests/rdma-vm,
+// or an adapter): messages striped over several queue pairs, staged and registered on the
+// fly; the GPUDirect flush; a peer process that dies. Skips, saying why, where no device is
+// usable. The semantics every transport shares (sizes, grouped receives, errors, abort,
+// waking): ibverbs_conformance_test.cc.
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -10,17 +11,12 @@
 #include <random>
 #include <thread>
 
-#include "tcp_test_helpers.h"
+#include "unit/transport_test_helpers.h"
 
 namespace ciuic::transport::ib_test {
 namespace {
 
-using tcp_test::ChannelPair;
-using tcp_test::connect_pair;
-using tcp_test::fill;
-using tcp_test::first_mismatch;
-using tcp_test::sleep_on;
-using tcp_test::wait_done;
+using namespace transport_test;
 
 class IbChannelTest : public ::testing::Test {
  protected:
@@ -38,228 +34,12 @@ class IbChannelTest : public ::testing::Test {
   std::unique_ptr<Transport> transport_;
 };
 
-// Posts with retry: a null request means "not now".
-template <typename Post, typename Channel>
-Status post_retry(Channel* channel, Post post, Request** request) {
-  Deadline deadline = Deadline::after_ms(tcp_test::kWaitMs);
-  for (;;) {
-    CIUIC_RETURN_IF_ERROR(post(request));
-    if (*request != nullptr) return Status::Ok();
-    if (deadline.expired()) return timeout_error("post not accepted in time");
-    std::vector<pollfd> fds;
-    channel->collect_poll_fds(&fds);
-    sleep_on(fds);
-  }
-}
-
-struct Message {
-  size_t size;
-  size_t capacity;
-  int tag;
-  bool registered;
-};
-
-std::vector<Message> random_messages(int count, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::vector<Message> out;
-  for (int i = 0; i < count; ++i) {
-    Message m;
-    if (i % 150 == 7) {
-      m.size = rng() % ((4u << 20) + 1);  // a few up to 4 MiB: staged, registered and striped paths
-    } else {
-      int exponent = static_cast<int>(rng() % 17);  // most up to 64 KiB: rxe under TCG is slow
-      m.size = exponent == 0 ? 0 : rng() % (size_t{1} << exponent);
-    }
-    m.capacity = m.size + (rng() % 3 == 0 ? rng() % 5000 : 0);
-    m.tag = static_cast<int>(rng() % 4);
-    m.registered = rng() % 2 == 0;
-    out.push_back(m);
-  }
-  return out;
-}
-
-void stream(Transport* transport, int count, uint32_t seed) {
-  ChannelPair pair;
-  ASSERT_TRUE(connect_pair(transport, &pair).ok());
-  std::vector<Message> messages = random_messages(count, seed);
-  constexpr int kWindow = 8;
-  Status send_status;
-  std::thread sender([&] {
-    std::vector<std::vector<uint8_t>> buffers(kWindow);
-    std::vector<std::unique_ptr<MemoryRegion>> regions(kWindow);
-    std::vector<Request*> inflight(kWindow, nullptr);
-    for (int i = 0; i < count && send_status.ok(); ++i) {
-      int slot = i % kWindow;
-      if (inflight[slot] != nullptr) {
-        send_status = wait_done(pair.send.get(), inflight[slot], static_cast<size_t*>(nullptr));
-        if (!send_status.ok()) return;
-      }
-      const Message& m = messages[static_cast<size_t>(i)];
-      buffers[slot].assign(std::max<size_t>(m.size, 1), 0);
-      fill(buffers[slot].data(), m.size, static_cast<uint64_t>(i));
-      regions[slot].reset();
-      if (m.registered) {
-        send_status = pair.send->register_memory(buffers[slot].data(), buffers[slot].size(),
-                                                 kHostMemory, &regions[slot]);
-        if (!send_status.ok()) return;
-      }
-      send_status = post_retry(pair.send.get(), [&](Request** r) {
-        return pair.send->isend(buffers[slot].data(), m.size, m.tag, regions[slot].get(), r);
-      }, &inflight[slot]);
-    }
-    for (Request* r : inflight)
-      if (r != nullptr && send_status.ok())
-        send_status = wait_done(pair.send.get(), r, static_cast<size_t*>(nullptr));
-  });
-  std::vector<std::vector<uint8_t>> buffers(kWindow);
-  std::vector<std::unique_ptr<MemoryRegion>> regions(kWindow);
-  std::vector<Request*> inflight(kWindow, nullptr);
-  auto check = [&](int i) {
-    int slot = i % kWindow;
-    size_t got = 0;
-    Status s = wait_done(pair.recv.get(), inflight[slot], &got);
-    ASSERT_TRUE(s.ok()) << "message " << i << ": " << s.message();
-    const Message& m = messages[static_cast<size_t>(i)];
-    ASSERT_EQ(got, m.size) << "message " << i;
-    ASSERT_EQ(first_mismatch(buffers[slot].data(), m.size, static_cast<uint64_t>(i)), -1)
-        << "message " << i << " of " << m.size << " bytes";
-    inflight[slot] = nullptr;
-  };
-  for (int i = 0; i < count; ++i) {
-    int slot = i % kWindow;
-    if (inflight[slot] != nullptr) {
-      check(i - kWindow);
-      if (::testing::Test::HasFatalFailure()) break;
-    }
-    const Message& m = messages[static_cast<size_t>(i)];
-    buffers[slot].assign(std::max<size_t>(m.capacity, 1), 0xee);
-    regions[slot].reset();
-    if (!m.registered) {  // the opposite of the sender's choice: all four combinations occur
-      ASSERT_TRUE(pair.recv->register_memory(buffers[slot].data(), buffers[slot].size(),
-                                             kHostMemory, &regions[slot]).ok());
-    }
-    void* data = buffers[slot].data();
-    MemoryRegion* region = regions[slot].get();
-    ASSERT_TRUE(post_retry(pair.recv.get(), [&](Request** r) {
-      return pair.recv->irecv(1, &data, &m.capacity, &m.tag, &region, r);
-    }, &inflight[slot]).ok());
-  }
-  for (int i = std::max(0, count - kWindow); i < count && !::testing::Test::HasFatalFailure(); ++i)
-    if (inflight[i % kWindow] != nullptr) check(i);
-  sender.join();
-  EXPECT_TRUE(send_status.ok()) << send_status.message();
-}
-
-TEST_F(IbChannelTest, ThousandsOfRandomSizesEveryByteChecked) {
-  stream(transport_.get(), 2000, 1);
-}
-
 TEST_F(IbChannelTest, StripedOverSeveralQueuePairs) {
   testing::ScopedConfig qps{"CIUIC_IB_QPS_PER_CONN", "3"};
   testing::ScopedConfig bounce{"CIUIC_IB_BOUNCE_BYTES", "64K"};  // larger ones register on the fly
-  stream(transport_.get(), 400, 2);
-}
-
-TEST_F(IbChannelTest, GroupedReceiveMatchesTags) {
-  ChannelPair pair;
-  ASSERT_TRUE(connect_pair(transport_.get(), &pair).ok());
-  for (int round = 0; round < 40; ++round) {  // more rounds than FIFO slots
-    std::vector<uint8_t> a(100, 0), b(5000, 0), c(70000, 0);
-    void* data[3] = {a.data(), b.data(), c.data()};
-    size_t sizes[3] = {a.size(), b.size(), c.size()};
-    int tags[3] = {7, 3, 7};
-    MemoryRegion* regions[3] = {nullptr, nullptr, nullptr};
-    Request* recv = nullptr;
-    ASSERT_TRUE(post_retry(pair.recv.get(), [&](Request** r) {
-      return pair.recv->irecv(3, data, sizes, tags, regions, r);
-    }, &recv).ok());
-    // Sends in another order than the buffers: tag 3 first, then two tag-7 sends that
-    // take the tag-7 buffers in order.
-    std::vector<uint8_t> s3(4000), s7a(60), s7b(round % 2 ? 0 : 65536);
-    fill(s3.data(), s3.size(), 3 + round);
-    fill(s7a.data(), s7a.size(), 70 + round);
-    fill(s7b.data(), s7b.size(), 700 + round);
-    std::vector<Request*> sends;
-    for (auto [buf, tag] : {std::pair{&s3, 3}, {&s7a, 7}, {&s7b, 7}}) {
-      Request* r = nullptr;
-      ASSERT_TRUE(post_retry(pair.send.get(), [&](Request** out) {
-        return pair.send->isend(buf->data(), buf->size(), tag, nullptr, out);
-      }, &r).ok());
-      sends.push_back(r);
-    }
-    size_t got[3] = {};
-    Status s = wait_done(pair.recv.get(), recv, got);
-    ASSERT_TRUE(s.ok()) << s.message();
-    for (Request* r : sends) ASSERT_TRUE(wait_done(pair.send.get(), r, static_cast<size_t*>(nullptr)).ok());
-    EXPECT_EQ(got[0], s7a.size());
-    EXPECT_EQ(got[1], s3.size());
-    EXPECT_EQ(got[2], s7b.size());
-    EXPECT_EQ(first_mismatch(b.data(), got[1], 3 + round), -1);
-    EXPECT_EQ(first_mismatch(a.data(), got[0], 70 + round), -1);
-    EXPECT_EQ(first_mismatch(c.data(), got[2], 700 + round), -1);
-  }
-}
-
-TEST_F(IbChannelTest, SendLargerThanTheBufferFailsBothSides) {
-  ChannelPair pair;
-  ASSERT_TRUE(connect_pair(transport_.get(), &pair).ok());
-  std::vector<uint8_t> small(1000), big(1001);
-  void* data = small.data();
-  size_t size = small.size();
-  int tag = 0;
-  MemoryRegion* region = nullptr;
-  Request* recv = nullptr;
-  ASSERT_TRUE(post_retry(pair.recv.get(), [&](Request** r) {
-    return pair.recv->irecv(1, &data, &size, &tag, &region, r);
-  }, &recv).ok());
-  Request* send = nullptr;
-  Status s = post_retry(pair.send.get(), [&](Request** r) {
-    return pair.send->isend(big.data(), big.size(), 0, nullptr, r);
-  }, &send);
-  ASSERT_FALSE(s.ok());
-  EXPECT_NE(s.message().find("larger than the 1000-byte buffer"), std::string::npos) << s.message();
-  Status r = wait_done(pair.recv.get(), recv, static_cast<size_t*>(nullptr), 10000);
-  ASSERT_FALSE(r.ok());
-  EXPECT_EQ(r.code(), CIUIC_ERR_REMOTE) << r.message();
-  EXPECT_NE(r.message().find("1001 bytes"), std::string::npos) << r.message();
-  // Later calls fail fast with the same cause.
-  Request* again = nullptr;
-  EXPECT_FALSE(pair.recv->irecv(1, &data, &size, &tag, &region, &again).ok());
-}
-
-TEST_F(IbChannelTest, AbortReachesThePeerWithItsReason) {
-  for (bool receiver_aborts : {true, false}) {
-    ChannelPair pair;
-    ASSERT_TRUE(connect_pair(transport_.get(), &pair).ok());
-    std::vector<uint8_t> buf(64);
-    void* data = buf.data();
-    size_t size = buf.size();
-    int tag = 1;
-    MemoryRegion* region = nullptr;
-    Request* recv = nullptr;
-    if (receiver_aborts) {
-      pair.recv->abort("rank 3 gave up");
-      Request* send = nullptr;
-      Status s = post_retry(pair.send.get(), [&](Request** r) {
-        return pair.send->isend(buf.data(), 8, 1, nullptr, r);
-      }, &send);
-      ASSERT_FALSE(s.ok());
-      EXPECT_EQ(s.code(), CIUIC_ERR_REMOTE) << s.message();
-      EXPECT_NE(s.message().find("rank 3 gave up"), std::string::npos) << s.message();
-    } else {
-      ASSERT_TRUE(post_retry(pair.recv.get(), [&](Request** r) {
-        return pair.recv->irecv(1, &data, &size, &tag, &region, r);
-      }, &recv).ok());
-      pair.send->abort("rank 5 gave up");
-      Status s = wait_done(pair.recv.get(), recv, static_cast<size_t*>(nullptr), 10000);
-      ASSERT_FALSE(s.ok());
-      EXPECT_EQ(s.code(), CIUIC_ERR_REMOTE) << s.message();
-      EXPECT_NE(s.message().find("rank 5 gave up"), std::string::npos) << s.message();
-      Request* send = nullptr;
-      Status local = pair.send->isend(buf.data(), 8, 1, nullptr, &send);
-      EXPECT_EQ(local.code(), CIUIC_ERR_ABORTED) << local.message();
-    }
-  }
+  // Most messages up to 64 KiB, every 150th up to 4 MiB: staged, registered and striped.
+  stream_messages(transport_.get(), true, random_stream(400, size_t{64} << 10, size_t{4} << 20, 2),
+                  8);
 }
 
 // The GPUDirect flush (an RDMA READ through a loopback QP) on host memory, which needs no
@@ -286,15 +66,20 @@ TEST_F(IbChannelTest, FlushReadsThroughTheLoopbackQueuePair) {
   // The channel still carries data afterwards.
   int tag = 0;
   Request* recv = nullptr;
-  ASSERT_TRUE(post_retry(pair.recv.get(), [&](Request** out) {
-    return pair.recv->irecv(1, &data, &size, &tag, &r, out);
-  }, &recv).ok());
+  ASSERT_TRUE(post_retry(
+                  pair.recv.get(),
+                  [&](Request** out) { return pair.recv->irecv(1, &data, &size, &tag, &r, out); },
+                  &recv)
+                  .ok());
   std::vector<uint8_t> msg(300);
   fill(msg.data(), msg.size(), 42);
   Request* send = nullptr;
-  ASSERT_TRUE(post_retry(pair.send.get(), [&](Request** out) {
-    return pair.send->isend(msg.data(), msg.size(), 0, nullptr, out);
-  }, &send).ok());
+  ASSERT_TRUE(
+      post_retry(
+          pair.send.get(),
+          [&](Request** out) { return pair.send->isend(msg.data(), msg.size(), 0, nullptr, out); },
+          &send)
+          .ok());
   size_t got = 0;
   ASSERT_TRUE(wait_done(pair.recv.get(), recv, &got).ok());
   EXPECT_EQ(got, msg.size());
@@ -347,14 +132,18 @@ TEST_F(IbChannelTest, KilledPeerIsAnErrorNotAHang) {
     int tag = 0;
     MemoryRegion* region = nullptr;
     Request* r = nullptr;
-    ASSERT_TRUE(post_retry(recv.get(), [&](Request** out) {
-      return recv->irecv(1, &data, &size, &tag, &region, out);
-    }, &r).ok());
+    ASSERT_TRUE(post_retry(
+                    recv.get(),
+                    [&](Request** out) { return recv->irecv(1, &data, &size, &tag, &region, out); },
+                    &r)
+                    .ok());
     ASSERT_TRUE(wait_done(recv.get(), r, static_cast<size_t*>(nullptr)).ok());
     EXPECT_EQ(got, 'x');
-    ASSERT_TRUE(post_retry(recv.get(), [&](Request** out) {
-      return recv->irecv(1, &data, &size, &tag, &region, out);
-    }, &r).ok());
+    ASSERT_TRUE(post_retry(
+                    recv.get(),
+                    [&](Request** out) { return recv->irecv(1, &data, &size, &tag, &region, out); },
+                    &r)
+                    .ok());
     kill(child, SIGKILL);
     int status = 0;
     waitpid(child, &status, 0);

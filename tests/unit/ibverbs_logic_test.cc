@@ -4,8 +4,10 @@
 
 #include <arpa/inet.h>
 
+#include <cstdio>
 #include <cstring>
 #include <random>
+#include <string>
 
 #include "transports/ibverbs/ib_errors.h"
 #include "transports/ibverbs/ib_fifo.h"
@@ -18,38 +20,40 @@ namespace {
 
 // ---- CIUIC_IB_HCA ----
 
-TEST(IbHcaSpec, PlainNameIsExactNotPrefix) {
+// Parses `text` as CIUIC_IB_HCA and checks which (device, port) it takes.
+struct Port {
+  const char* device;
+  int port;
+  bool taken;
+};
+void expect_spec(const char* text, std::initializer_list<Port> ports) {
   HcaSpec spec;
-  ASSERT_TRUE(parse_hca_spec("mlx5_1", &spec).ok());
-  EXPECT_TRUE(spec.matches("mlx5_1", 1));
-  EXPECT_FALSE(spec.matches("mlx5_10", 1));
-  EXPECT_FALSE(spec.matches("mlx5_", 1));
+  ASSERT_TRUE(parse_hca_spec(text, &spec).ok()) << text;
+  for (const Port& p : ports)
+    EXPECT_EQ(spec.matches(p.device, p.port), p.taken)
+        << "CIUIC_IB_HCA=" << text << " on " << p.device << ":" << p.port;
+}
+
+TEST(IbHcaSpec, PlainNameIsExactNotPrefix) {
+  expect_spec("mlx5_1", {{"mlx5_1", 1, true}, {"mlx5_10", 1, false}, {"mlx5_", 1, false}});
 }
 
 TEST(IbHcaSpec, ListWithPortsAndPrefix) {
-  HcaSpec spec;
-  ASSERT_TRUE(parse_hca_spec("mlx5_0:1,mlx5_1,bnxt_*", &spec).ok());
-  EXPECT_TRUE(spec.matches("mlx5_0", 1));
-  EXPECT_FALSE(spec.matches("mlx5_0", 2));
-  EXPECT_TRUE(spec.matches("mlx5_1", 2));
-  EXPECT_TRUE(spec.matches("bnxt_re0", 1));
-  EXPECT_FALSE(spec.matches("mlx5_2", 1));
+  expect_spec("mlx5_0:1,mlx5_1,bnxt_*", {{"mlx5_0", 1, true},
+                                         {"mlx5_0", 2, false},
+                                         {"mlx5_1", 2, true},
+                                         {"bnxt_re0", 1, true},
+                                         {"mlx5_2", 1, false}});
 }
 
 TEST(IbHcaSpec, ExcludeAndExact) {
-  HcaSpec spec;
-  ASSERT_TRUE(parse_hca_spec("^=mlx5_1", &spec).ok());
-  EXPECT_FALSE(spec.matches("mlx5_1", 1));
-  EXPECT_TRUE(spec.matches("mlx5_10", 1));
-  ASSERT_TRUE(parse_hca_spec("=rxe0:1", &spec).ok());
-  EXPECT_TRUE(spec.matches("rxe0", 1));
-  EXPECT_FALSE(spec.matches("rxe0", 2));
+  expect_spec("^=mlx5_1", {{"mlx5_1", 1, false}, {"mlx5_10", 1, true}});
+  expect_spec("=rxe0:1", {{"rxe0", 1, true}, {"rxe0", 2, false}});
 }
 
 TEST(IbHcaSpec, EmptyMatchesAllAndBadPortsAreRefused) {
+  expect_spec("", {{"anything", 3, true}});
   HcaSpec spec;
-  ASSERT_TRUE(parse_hca_spec("", &spec).ok());
-  EXPECT_TRUE(spec.matches("anything", 3));
   for (const char* bad : {"mlx5_0:", "mlx5_0:x", "mlx5_0:0", "mlx5_0:256", ":1"}) {
     Status s = parse_hca_spec(bad, &spec);
     EXPECT_FALSE(s.ok()) << bad;
@@ -139,10 +143,10 @@ TEST(IbGid, TextParsing) {
 }
 
 TEST(IbSpeed, FromPortCodes) {
-  EXPECT_EQ(port_speed_mbps(32, 2), 100000);   // EDR 4x
-  EXPECT_EQ(port_speed_mbps(64, 2), 200000);   // HDR 4x
-  EXPECT_EQ(port_speed_mbps(1, 1), 2500);      // SDR 1x
-  EXPECT_EQ(port_speed_mbps(128, 16), 200000); // NDR 2x
+  EXPECT_EQ(port_speed_mbps(32, 2), 100000);    // EDR 4x
+  EXPECT_EQ(port_speed_mbps(64, 2), 200000);    // HDR 4x
+  EXPECT_EQ(port_speed_mbps(1, 1), 2500);       // SDR 1x
+  EXPECT_EQ(port_speed_mbps(128, 16), 200000);  // NDR 2x
   EXPECT_EQ(port_speed_mbps(3, 2), 0);
   EXPECT_EQ(port_speed_mbps(32, 3), 0);
 }
@@ -150,29 +154,41 @@ TEST(IbSpeed, FromPortCodes) {
 // ---- wire ----
 
 TEST(IbWire, HandleRoundTripAndHostileInput) {
-  HandleContents in;
+  common::SocketHandle in;
   ASSERT_TRUE(net::parse_address("10.1.2.3:4567", 0, &in.address).ok());
   for (size_t i = 0; i < 16; ++i) in.token[i] = static_cast<uint8_t>(i * 7 + 1);
   ConnectHandle h;
-  encode_handle(in, &h);
-  HandleContents out;
-  ASSERT_TRUE(decode_handle(h, &out).ok());
+  kHandle.encode(in, &h);
+  common::SocketHandle out;
+  ASSERT_TRUE(kHandle.decode(h, &out).ok());
   EXPECT_EQ(out.address.to_string(), "10.1.2.3:4567");
   EXPECT_EQ(out.token, in.token);
 
+  // The bytes earlier builds wrote: {u32 magic "CIBV", u16 version 1, u16 0, address,
+  // token}, the rest zero (old and new builds, and the NCCL plugin's handles, agree).
+  const std::string expected =
+      "43494256010000000200d7110a01020300000000000000000000000001080f161d242b323940474e555c636a";
+  std::string hex;
+  char byte[3];
+  for (size_t i = 0; i < kHandleBytes; ++i) {
+    std::snprintf(byte, sizeof(byte), "%02x", h.bytes[i]);
+    hex += byte;
+  }
+  EXPECT_EQ(hex, expected + std::string(2 * kHandleBytes - expected.size(), '0'));
+
   ConnectHandle bad = h;
   bad.bytes[0] ^= 1;
-  Status s = decode_handle(bad, &out);
+  Status s = kHandle.decode(bad, &out);
   EXPECT_FALSE(s.ok());
   EXPECT_NE(s.message().find("not an ibverbs"), std::string::npos);
   bad = h;
   bad.bytes[4] = 9;
-  EXPECT_NE(decode_handle(bad, &out).message().find("version"), std::string::npos);
+  EXPECT_NE(kHandle.decode(bad, &out).message().find("version"), std::string::npos);
   std::mt19937 rng(5);
   for (int round = 0; round < 2000; ++round) {  // random bytes never crash the decoder
     for (uint8_t& b : bad.bytes) b = static_cast<uint8_t>(rng());
     if (round % 2 == 0) std::memcpy(bad.bytes, h.bytes, 8);
-    (void)decode_handle(bad, &out);
+    (void)kHandle.decode(bad, &out);
   }
 }
 
@@ -226,15 +242,15 @@ TEST(IbWire, RecordRefusesWhatIsOutOfRange) {
     b[offset] = value;
     return decode_record(b, sizeof(b), &out);
   };
-  EXPECT_FALSE(broken(0, 0).ok());        // no QPs
+  EXPECT_FALSE(broken(0, 0).ok());  // no QPs
   EXPECT_FALSE(broken(0, kMaxQps + 1).ok());
-  EXPECT_FALSE(broken(2, 0).ok());        // MTU code
+  EXPECT_FALSE(broken(2, 0).ok());  // MTU code
   EXPECT_FALSE(broken(2, 6).ok());
-  EXPECT_FALSE(broken(1, 7).ok());        // link layer
-  EXPECT_FALSE(broken(11, 1).ok());       // PSN beyond 24 bits
-  EXPECT_FALSE(broken(28, 0).ok());       // QPN 0 for a QP in use
+  EXPECT_FALSE(broken(1, 7).ok());           // link layer
+  EXPECT_FALSE(broken(11, 1).ok());          // PSN beyond 24 bits
+  EXPECT_FALSE(broken(28, 0).ok());          // QPN 0 for a QP in use
   EXPECT_FALSE(broken(28 + 4 * 5, 1).ok());  // a QPN beyond qp_count
-  EXPECT_FALSE(broken(92, 0).ok());       // marker
+  EXPECT_FALSE(broken(92, 0).ok());          // marker
   std::mt19937 rng(11);
   for (int round = 0; round < 5000; ++round) {
     uint8_t b[kConnRecordBytes];
@@ -273,8 +289,13 @@ TEST(IbWire, SideFrames) {
 void announce(FifoEntry* slot, uint64_t seq, std::initializer_list<int> tags) {
   uint16_t i = 0;
   for (int tag : tags) {
-    slot[i] = FifoEntry{0x1000u * (i + 1), 100u + i, 7, tag, static_cast<uint32_t>(seq),
-                        static_cast<uint16_t>(tags.size()), i};
+    slot[i] = FifoEntry{0x1000u * (i + 1),
+                        100u + i,
+                        7,
+                        tag,
+                        static_cast<uint32_t>(seq),
+                        static_cast<uint16_t>(tags.size()),
+                        i};
     ++i;
   }
 }
@@ -341,8 +362,8 @@ TEST(IbImmCounters, CompleteOnlyWhenEveryQpDelivered) {
   ASSERT_TRUE(c.arrived(1, 0).ok());
   EXPECT_TRUE(c.complete(0));
   EXPECT_FALSE(c.complete(1));
-  EXPECT_FALSE(c.arrived(1, 5).ok());   // out of order on a QP
-  EXPECT_FALSE(c.arrived(3, 0).ok());   // no such QP
+  EXPECT_FALSE(c.arrived(1, 5).ok());  // out of order on a QP
+  EXPECT_FALSE(c.arrived(3, 0).ok());  // no such QP
 }
 
 // ---- auto ----

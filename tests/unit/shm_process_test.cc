@@ -7,6 +7,7 @@
 #include <signal.h>
 
 #include <fstream>
+#include <functional>
 #include <set>
 #include <string>
 
@@ -21,7 +22,56 @@ using namespace shm_test;
 const size_t kSizes[] = {
     0, 1, 7, kEagerBytes - 1, kEagerBytes, kEagerBytes + 1, (1u << 20) + 3, size_t{64} << 20};
 
-class ShmProcessTest : public ShmPathTest {};
+// Forks a child that runs prepare() (e.g. gives up its privileges), creates an shm
+// listener, passes its handle back through a pipe into *handle and runs serve() on the
+// listener; the child's exit code is serve's. The child's pid, or -1.
+pid_t fork_listener(
+    const std::function<int(Listener*)>& serve, ConnectHandle* handle,
+    const std::function<bool()>& prepare = [] { return true; }) {
+  int pipe_fds[2];
+  if (::pipe(pipe_fds) != 0) return -1;
+  pid_t child = fork_child([&] {
+    if (!prepare()) return 89;
+    std::unique_ptr<Transport> t;
+    std::unique_ptr<Listener> listener;
+    if (!create_transport("shm", TransportOptions{}, &t).ok() || !t->listen(0, &listener).ok())
+      return 90;
+    if (!write_all(pipe_fds[1], listener->handle().bytes, kHandleBytes)) return 91;
+    return serve(listener.get());
+  });
+  ::close(pipe_fds[1]);
+  const bool passed = child > 0 && read_all(pipe_fds[0], handle->bytes, kHandleBytes);
+  ::close(pipe_fds[0]);
+  return passed ? child : -1;
+}
+
+class ShmProcessTest : public ShmPathTest {
+ protected:
+  // Forks a child that listens, passes its handle back through a pipe and runs serve() on
+  // the channel it accepts (its exit code is serve's); connects to it from this process
+  // into *send. Under Yama's ptrace_scope=1 a child may not read its parent: "cma" is then
+  // refused, saying so, and the test skips.
+  void start_receiver(const std::function<int(RecvChannel*)>& serve,
+                      std::unique_ptr<SendChannel>* send, pid_t* child) {
+    ConnectHandle handle;
+    *child = fork_listener(
+        [&](Listener* listener) {
+          std::unique_ptr<RecvChannel> recv;
+          if (!accept_one(listener, &recv).ok()) return 92;
+          return serve(recv.get());
+        },
+        &handle);
+    ASSERT_GT(*child, 0);
+    Status s = connect_to(transport_.get(), handle, send);
+    if (!s.ok() && GetParam() == "cma" &&
+        s.message().find("process_vm_readv") != std::string::npos) {
+      ::kill(*child, SIGKILL);
+      wait_child(*child);
+      GTEST_SKIP() << "CMA from child to parent is forbidden here: " << s.message();
+    }
+    ASSERT_TRUE(s.ok()) << s.to_string();
+  }
+};
 INSTANTIATE_TEST_SUITE_P(Large, ShmProcessTest, ::testing::Values("cma", "copy"),
                          [](const ::testing::TestParamInfo<std::string>& p) { return p.param; });
 
@@ -98,36 +148,19 @@ TEST_P(ShmProcessTest, ChildSendsEverySizeIntact) {
   EXPECT_EQ(wait_child(child), 0);
 }
 
-// The other direction: the child receives, this process sends. (Under Yama's
-// ptrace_scope=1 a child may not read its parent: "cma" then is refused, and says so.)
+// The other direction: the child receives, this process sends.
 TEST_P(ShmProcessTest, ParentSendsEverySizeIntact) {
-  int pipe_fds[2];
-  ASSERT_EQ(::pipe(pipe_fds), 0);
-  pid_t child = fork_child([&] {
-    std::unique_ptr<Transport> t;
-    std::unique_ptr<Listener> listener;
-    if (!create_transport("shm", TransportOptions{}, &t).ok() || !t->listen(0, &listener).ok())
-      return 90;
-    if (!write_all(pipe_fds[1], listener->handle().bytes, kHandleBytes)) return 91;
-    std::unique_ptr<RecvChannel> recv;
-    if (!accept_one(listener.get(), &recv).ok()) return 92;
-    std::string wrong = receive_every_size(recv.get());
-    if (!wrong.empty()) std::fprintf(stderr, "child: %s\n", wrong.c_str());
-    return wrong.empty() ? 0 : 1;
-  });
-  ASSERT_GT(child, 0);
-  ::close(pipe_fds[1]);
-  ConnectHandle handle;
-  ASSERT_TRUE(read_all(pipe_fds[0], handle.bytes, kHandleBytes));
-  ::close(pipe_fds[0]);
   std::unique_ptr<SendChannel> send;
-  Status s = connect_to(transport_.get(), handle, &send);
-  if (!s.ok() && GetParam() == "cma" && s.message().find("process_vm_readv") != std::string::npos) {
-    ::kill(child, SIGKILL);
-    wait_child(child);
-    GTEST_SKIP() << "CMA from child to parent is forbidden here: " << s.message();
-  }
-  ASSERT_TRUE(s.ok()) << s.to_string();
+  pid_t child = -1;
+  start_receiver(
+      [](RecvChannel* recv) {
+        std::string wrong = receive_every_size(recv);
+        if (!wrong.empty()) std::fprintf(stderr, "child: %s\n", wrong.c_str());
+        return wrong.empty() ? 0 : 1;
+      },
+      &send, &child);
+  if (IsSkipped() || HasFatalFailure()) return;
+  Status s;
   for (size_t i = 0; i < std::size(kSizes); ++i) {
     std::vector<uint8_t> out(kSizes[i]);
     fill(out.data(), out.size(), i);
@@ -195,31 +228,16 @@ TEST_P(ShmProcessTest, KilledSenderFailsTheReceiverAndLeavesNothing) {
 }
 
 TEST_P(ShmProcessTest, KilledReceiverFailsTheSender) {
-  int pipe_fds[2];
-  ASSERT_EQ(::pipe(pipe_fds), 0);
-  pid_t child = fork_child([&] {
-    std::unique_ptr<Transport> t;
-    std::unique_ptr<Listener> listener;
-    if (!create_transport("shm", TransportOptions{}, &t).ok() || !t->listen(0, &listener).ok())
-      return 90;
-    if (!write_all(pipe_fds[1], listener->handle().bytes, kHandleBytes)) return 91;
-    std::unique_ptr<RecvChannel> recv;
-    if (!accept_one(listener.get(), &recv).ok()) return 92;
-    for (;;) ::pause();  // never receives
-  });
-  ASSERT_GT(child, 0);
-  ::close(pipe_fds[1]);
-  ConnectHandle handle;
-  ASSERT_TRUE(read_all(pipe_fds[0], handle.bytes, kHandleBytes));
-  ::close(pipe_fds[0]);
   std::unique_ptr<SendChannel> send;
-  Status s = connect_to(transport_.get(), handle, &send);
-  if (!s.ok() && GetParam() == "cma" && s.message().find("process_vm_readv") != std::string::npos) {
-    ::kill(child, SIGKILL);
-    wait_child(child);
-    GTEST_SKIP() << "CMA from child to parent is forbidden here: " << s.message();
-  }
-  ASSERT_TRUE(s.ok()) << s.to_string();
+  pid_t child = -1;
+  start_receiver(
+      [](RecvChannel*) {
+        for (;;) ::pause();  // never receives
+        return 0;
+      },
+      &send, &child);
+  if (IsSkipped() || HasFatalFailure()) return;
+  Status s;
   std::vector<uint8_t> out(size_t{16} << 20);
   Request* r = nullptr;
   ASSERT_TRUE(send->isend(out.data(), out.size(), 0, nullptr, &r).ok());
@@ -242,44 +260,39 @@ TEST_P(ShmProcessTest, KilledReceiverFailsTheSender) {
 // reason. Needs root to start the child as another user.
 TEST_F(ShmTransportTest, CmaForbiddenFallsBackOrIsRefusedWithTheReason) {
   if (::geteuid() != 0) GTEST_SKIP() << "needs root to run the receiver as another user";
-  int pipe_fds[2], finished[2];
-  ASSERT_EQ(::pipe(pipe_fds), 0);
+  int finished[2];
   ASSERT_EQ(::pipe(finished), 0);
-  pid_t child = fork_child([&] {
-    ::close(finished[1]);
-    ScopedConfig cma("CIUIC_SHM_CMA", "auto");
-    if (::setgid(65534) != 0 || ::setuid(65534) != 0) return 89;  // nobody: no ptrace rights
-    std::unique_ptr<Transport> t;
-    std::unique_ptr<Listener> listener;
-    if (!create_transport("shm", TransportOptions{}, &t).ok() || !t->listen(0, &listener).ok())
-      return 90;
-    if (!write_all(pipe_fds[1], listener->handle().bytes, kHandleBytes)) return 91;
-    std::unique_ptr<RecvChannel> recv;
-    if (!accept_one(listener.get(), &recv).ok()) return 92;
-    if (recv->peer_description().find("(shm, copy)") == std::string::npos) return 93;
-    std::vector<uint8_t> in(size_t{3} << 20);
-    void* data = in.data();
-    size_t cap = in.size(), got = 0;
-    int tag = 0;
-    Request* r = nullptr;
-    if (!recv->irecv(1, &data, &cap, &tag, nullptr, &r).ok()) return 94;
-    if (!wait_done(recv.get(), r, &got).ok() || got != in.size()) return 95;
-    if (first_mismatch(in.data(), got, 77) != -1) return 96;
-    // Keep accepting so the refused attempt below gets its verdict, until the parent
-    // closes its end of `finished`.
-    std::unique_ptr<RecvChannel> none;
-    Deadline until = Deadline::after_ms(kWaitMs);
-    pollfd parent_done{finished[0], POLLIN, 0};
-    while (!until.expired() && none == nullptr && ::poll(&parent_done, 1, 1) == 0)
-      (void)listener->accept(&none);
-    return none == nullptr ? 0 : 97;
-  });
-  ASSERT_GT(child, 0);
-  ::close(pipe_fds[1]);
-  ::close(finished[0]);
+  ScopedConfig cma_in_child("CIUIC_SHM_CMA", "auto");
   ConnectHandle handle;
-  ASSERT_TRUE(read_all(pipe_fds[0], handle.bytes, kHandleBytes));
-  ::close(pipe_fds[0]);
+  pid_t child = fork_listener(
+      [&](Listener* listener) {
+        std::unique_ptr<RecvChannel> recv;
+        if (!accept_one(listener, &recv).ok()) return 92;
+        if (recv->peer_description().find("(shm, copy)") == std::string::npos) return 93;
+        std::vector<uint8_t> in(size_t{3} << 20);
+        void* data = in.data();
+        size_t cap = in.size(), got = 0;
+        int tag = 0;
+        Request* r = nullptr;
+        if (!recv->irecv(1, &data, &cap, &tag, nullptr, &r).ok()) return 94;
+        if (!wait_done(recv.get(), r, &got).ok() || got != in.size()) return 95;
+        if (first_mismatch(in.data(), got, 77) != -1) return 96;
+        // Keep accepting so the refused attempt below gets its verdict, until the parent
+        // closes its end of `finished`.
+        std::unique_ptr<RecvChannel> none;
+        Deadline until = Deadline::after_ms(kWaitMs);
+        pollfd parent_done{finished[0], POLLIN, 0};
+        while (!until.expired() && none == nullptr && ::poll(&parent_done, 1, 1) == 0)
+          (void)listener->accept(&none);
+        return none == nullptr ? 0 : 97;
+      },
+      &handle,
+      [&] {
+        ::close(finished[1]);
+        return ::setgid(65534) == 0 && ::setuid(65534) == 0;  // nobody: no ptrace rights
+      });
+  ASSERT_GT(child, 0);
+  ::close(finished[0]);
   {
     ScopedConfig cma("CIUIC_SHM_CMA", "auto");
     std::unique_ptr<SendChannel> send;

@@ -1,6 +1,6 @@
 // Helpers shared by the shm transport tests: the fixture (with the large-message path
-// forced through CIUIC_SHM_CMA), driving both ends of a channel from one thread, and
-// forked peers. Connecting, waiting and data patterns come from tcp_test_helpers.h.
+// forced through CIUIC_SHM_CMA) and forked peers. Connecting, waiting and data patterns
+// come from transport_test_helpers.h.
 #pragma once
 
 #include <gtest/gtest.h>
@@ -16,16 +16,11 @@
 #include "base/clock.h"
 #include "support/scoped_config.h"
 #include "transports/transport.h"
-#include "unit/tcp_test_helpers.h"
+#include "unit/transport_test_helpers.h"
 
 namespace ciuic::transport::shm_test {
 
-using tcp_test::ChannelPair;
-using tcp_test::connect_pair;
-using tcp_test::fill;
-using tcp_test::first_mismatch;
-using tcp_test::kWaitMs;
-using tcp_test::wait_done;
+using namespace transport_test;
 
 constexpr size_t kEagerBytes = 32 * 1024;  // the default CIUIC_SHM_EAGER_BYTES
 
@@ -47,25 +42,6 @@ class ShmPathTest : public ShmTransportTest, public ::testing::WithParamInterfac
   testing::ScopedConfig eager_{"CIUIC_SHM_EAGER_BYTES", std::to_string(kEagerBytes)};
   std::string path_text() const { return "(shm, " + GetParam() + ")"; }
 };
-
-// Tests both requests from this thread until both are done, sleeping in poll() on both
-// channels' descriptors when neither moved.
-inline Status wait_both(SendChannel* send, Request* sr, RecvChannel* recv, Request* rr,
-                        size_t* received, int64_t ms = kWaitMs) {
-  Deadline deadline = Deadline::after_ms(ms);
-  bool send_done = sr == nullptr, recv_done = rr == nullptr;
-  while (!send_done || !recv_done) {
-    if (!send_done) CIUIC_RETURN_IF_ERROR(send->test(sr, &send_done, nullptr));
-    if (!recv_done) CIUIC_RETURN_IF_ERROR(recv->test(rr, &recv_done, received));
-    if (send_done && recv_done) break;
-    if (deadline.expired()) return timeout_error("requests not done in time");
-    std::vector<pollfd> fds;
-    if (!send_done) send->collect_poll_fds(&fds);
-    if (!recv_done) recv->collect_poll_fds(&fds);
-    ::poll(fds.data(), fds.size(), 20);
-  }
-  return Status::Ok();
-}
 
 // Runs fn() in a forked child and returns its pid; the child exits with fn's result.
 // Call only while this process has no other threads.
@@ -108,38 +84,6 @@ inline bool read_all(int fd, void* data, size_t size) {
     size -= static_cast<size_t>(n);
   }
   return true;
-}
-
-// Connects from this thread to `handle` (a peer process listens).
-inline Status connect_to(Transport* t, const ConnectHandle& handle,
-                         std::unique_ptr<SendChannel>* out, int64_t ms = kWaitMs) {
-  std::unique_ptr<Connector> connector;
-  CIUIC_RETURN_IF_ERROR(t->connect(0, handle, &connector));
-  Deadline deadline = Deadline::after_ms(ms);
-  while (*out == nullptr) {
-    CIUIC_RETURN_IF_ERROR(connector->progress(out));
-    if (*out != nullptr) break;
-    if (deadline.expired()) return timeout_error("connect timed out");
-    std::vector<pollfd> fds;
-    connector->collect_poll_fds(&fds);
-    ::poll(fds.data(), fds.size(), 20);
-  }
-  return Status::Ok();
-}
-
-// Accepts one channel on this thread (a peer process connects).
-inline Status accept_one(Listener* listener, std::unique_ptr<RecvChannel>* out,
-                         int64_t ms = kWaitMs) {
-  Deadline deadline = Deadline::after_ms(ms);
-  while (*out == nullptr) {
-    CIUIC_RETURN_IF_ERROR(listener->accept(out));
-    if (*out != nullptr) break;
-    if (deadline.expired()) return timeout_error("accept timed out");
-    std::vector<pollfd> fds;
-    listener->collect_poll_fds(&fds);
-    ::poll(fds.data(), fds.size(), 20);
-  }
-  return Status::Ok();
 }
 
 }  // namespace ciuic::transport::shm_test

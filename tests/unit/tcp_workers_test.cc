@@ -1,7 +1,8 @@
 // The TCP transport's I/O threads (CIUIC_TCP_THREADS > 0): striped pieces moved off the
-// caller's thread arrive byte for byte, failures met by a worker name the peer as the
-// inline path does, abort and close stop the workers promptly, and channels opened and
-// closed a thousand times leave no thread or descriptor behind.
+// caller's thread arrive byte for byte, a caller asleep in poll() is woken when workers
+// finish, abort and close stop the workers promptly, and channels opened and closed a
+// thousand times leave no thread or descriptor behind. Peers that die while workers move
+// their bytes: the Threads3 cases of transport_conformance_test.cc.
 #include <dirent.h>
 #include <gtest/gtest.h>
 
@@ -15,13 +16,9 @@
 namespace ciuic::transport {
 namespace {
 
-using tcp_test::ChannelPair;
-using tcp_test::connect_pair;
-using tcp_test::fill;
-using tcp_test::first_mismatch;
 using tcp_test::TcpTransportTest;
-using tcp_test::wait_done;
 using testing::ScopedConfig;
+using namespace transport_test;
 
 int count_entries(const char* dir) {
   DIR* d = ::opendir(dir);
@@ -40,60 +37,13 @@ class TcpWorkersTest : public TcpTransportTest {
   ScopedConfig sockets_{"CIUIC_TCP_SOCKETS", "4"};
 };
 
-// Sends every message of `sizes` and receives it into a buffer of its own; checks sizes
-// and bytes. Both sides keep everything in flight at once.
+// Every message of `sizes` in flight at once, each into a buffer of its own 4 KiB larger:
+// sizes and bytes checked, nothing written past a message.
 void send_and_check(Transport* t, const std::vector<size_t>& sizes) {
-  ChannelPair pair;
-  Status s = connect_pair(t, &pair);
-  ASSERT_TRUE(s.ok()) << s.to_string();
-  std::vector<std::vector<uint8_t>> out(sizes.size()), in(sizes.size());
-  std::vector<Request*> sends, recvs;
-  for (size_t i = 0; i < sizes.size(); ++i) {
-    out[i].resize(sizes[i]);
-    fill(out[i].data(), out[i].size(), i);
-    in[i].assign(sizes[i] + 4096, 0xa5);  // a larger buffer: nothing may land past the message
-    void* data = in[i].data();
-    size_t capacity = in[i].size();
-    int tag = static_cast<int>(i);
-    Request* r = nullptr;
-    ASSERT_TRUE(pair.recv->irecv(1, &data, &capacity, &tag, nullptr, &r).ok());
-    ASSERT_NE(r, nullptr);
-    recvs.push_back(r);
-  }
-  Status send_status;
-  std::thread sender([&] {
-    std::vector<Request*> mine;
-    for (size_t i = 0; i < sizes.size() && send_status.ok(); ++i) {
-      Request* r = nullptr;
-      send_status =
-          pair.send->isend(out[i].data(), out[i].size(), static_cast<int>(i), nullptr, &r);
-      if (send_status.ok() && r == nullptr) send_status = internal_error("isend refused");
-      mine.push_back(r);
-    }
-    for (Request* r : mine)
-      if (send_status.ok())
-        send_status = wait_done(pair.send.get(), r, static_cast<size_t*>(nullptr));
-  });
-  for (size_t i = 0; i < sizes.size(); ++i) {
-    size_t got = 0;
-    Status rs = wait_done(pair.recv.get(), recvs[i], &got);
-    EXPECT_TRUE(rs.ok()) << "message " << i << ": " << rs.to_string();
-    if (!rs.ok()) {
-      pair.recv->abort("receiver test failed");
-      break;
-    }
-    EXPECT_EQ(got, sizes[i]) << "message " << i;
-    EXPECT_EQ(first_mismatch(in[i].data(), sizes[i], i), -1)
-        << "message " << i << " of " << sizes[i];
-    for (size_t k = sizes[i]; k < in[i].size(); ++k) {
-      if (in[i][k] != 0xa5) {
-        ADD_FAILURE() << "message " << i << " wrote past its end at " << k;
-        break;
-      }
-    }
-  }
-  sender.join();
-  EXPECT_TRUE(send_status.ok()) << send_status.to_string();
+  std::vector<StreamMessage> messages;
+  for (size_t i = 0; i < sizes.size(); ++i)
+    messages.push_back({sizes[i], sizes[i] + 4096, static_cast<int>(i), false});
+  stream_messages(t, false, messages, static_cast<int>(messages.size()));
 }
 
 TEST_F(TcpWorkersTest, LargeStripedMessagesArriveByteForByte) {
@@ -110,50 +60,6 @@ TEST_F(TcpWorkersTest, TinyPiecesIncludingEmptyOnesArriveByteForByte) {
   // and the bytes travel on a worker's stripe alone.
   ScopedConfig min_piece("CIUIC_TCP_MIN_STRIPE_BYTES", "1");
   send_and_check(transport_.get(), {2, 3, 4095, 4096, 4097, 8192, 12289, 1, 0, 65537, 9000});
-}
-
-TEST_F(TcpWorkersTest, SenderDyingMidTransferFailsTheReceiverNamingIt) {
-  ChannelPair pair;
-  ASSERT_TRUE(connect_pair(transport_.get(), &pair).ok());
-  const size_t size = size_t{64} << 20;
-  std::vector<uint8_t> out(size), in(size);
-  void* data = in.data();
-  size_t cap = in.size();
-  int tag = 0;
-  Request *rr = nullptr, *sr = nullptr;
-  ASSERT_TRUE(pair.recv->irecv(1, &data, &cap, &tag, nullptr, &rr).ok());
-  ASSERT_TRUE(pair.send->isend(out.data(), out.size(), 0, nullptr, &sr).ok());
-  bool done = false;
-  for (int i = 0; i < 20; ++i) ASSERT_TRUE(pair.recv->test(rr, &done, nullptr).ok());
-  ASSERT_FALSE(done);
-  pair.send.reset();  // mid-message: its workers stop, its sockets close
-  Deadline limit = Deadline::after_ms(5000);
-  Status s = wait_done(pair.recv.get(), rr, static_cast<size_t*>(nullptr), 5000);
-  EXPECT_FALSE(limit.expired());
-  EXPECT_EQ(s.code(), CIUIC_ERR_REMOTE) << s.to_string();
-  EXPECT_NE(s.message().find("127.0.0.1"), std::string::npos) << s.message();
-  EXPECT_NE(s.message().find("by the peer during a 67108864-byte receive"), std::string::npos)
-      << s.message();
-}
-
-TEST_F(TcpWorkersTest, ReceiverDyingMidTransferFailsTheSenderNamingIt) {
-  ChannelPair pair;
-  ASSERT_TRUE(connect_pair(transport_.get(), &pair).ok());
-  const size_t size = size_t{64} << 20;
-  std::vector<uint8_t> out(size), in(size);
-  void* data = in.data();
-  size_t cap = in.size();
-  int tag = 0;
-  Request *rr = nullptr, *sr = nullptr;
-  ASSERT_TRUE(pair.recv->irecv(1, &data, &cap, &tag, nullptr, &rr).ok());
-  ASSERT_TRUE(pair.send->isend(out.data(), out.size(), 0, nullptr, &sr).ok());
-  bool done = false;
-  for (int i = 0; i < 20; ++i) ASSERT_TRUE(pair.recv->test(rr, &done, nullptr).ok());
-  pair.recv.reset();
-  Status s = wait_done(pair.send.get(), sr, static_cast<size_t*>(nullptr), 5000);
-  EXPECT_EQ(s.code(), CIUIC_ERR_REMOTE) << s.to_string();
-  EXPECT_NE(s.message().find("connection to 127.0.0.1"), std::string::npos) << s.message();
-  EXPECT_NE(s.message().find("by the peer"), std::string::npos) << s.message();
 }
 
 // A caller that sleeps in poll() on collect_poll_fds must be woken when a worker finishes

@@ -87,8 +87,9 @@ Status IbChannelCore::peer_closed_error() const {
                       " (the peer process exited or aborted)");
 }
 
-Status IbChannelCore::register_locked(void* data, size_t size, int kind,
+Status IbChannelCore::register_region(void* data, size_t size, int kind,
                                       std::unique_ptr<MemoryRegion>* out) {
+  std::lock_guard<std::mutex> lock(mutex_);
   out->reset();
   if (kind != kHostMemory && kind != kCudaMemory)
     return invalid_argument("register_memory: pointer kind " + std::to_string(kind) +
@@ -100,8 +101,9 @@ Status IbChannelCore::register_locked(void* data, size_t size, int kind,
   return Status::Ok();
 }
 
-Status IbChannelCore::register_dmabuf_locked(void* data, size_t size, uint64_t offset, int fd,
+Status IbChannelCore::register_dmabuf_region(void* data, size_t size, uint64_t offset, int fd,
                                              std::unique_ptr<MemoryRegion>* out) {
+  std::lock_guard<std::mutex> lock(mutex_);
   out->reset();
   const Hca& hca = *ep_->device->hca;
   if (hca.api->reg_dmabuf_mr == nullptr)

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "base/net.h"
+#include "transports/common/channel.h"
 #include "transports/ibverbs/ib_endpoint.h"
 #include "transports/ibverbs/ib_fifo.h"
 #include "transports/transport.h"
@@ -69,8 +70,9 @@ class IbChannelCore {
   ~IbChannelCore();
 
  protected:
-  Status register_locked(void* data, size_t size, int kind, std::unique_ptr<MemoryRegion>* out);
-  Status register_dmabuf_locked(void* data, size_t size, uint64_t offset, int fd,
+  // Takes the channel's mutex: registration may come from another thread.
+  Status register_region(void* data, size_t size, int kind, std::unique_ptr<MemoryRegion>* out);
+  Status register_dmabuf_region(void* data, size_t size, uint64_t offset, int fd,
                                 std::unique_ptr<MemoryRegion>* out);
   // Drains completion-channel events, re-arms the CQ, hands every completion to
   // on_completion, reads the side socket. Sets failed_ on any error.
@@ -132,18 +134,15 @@ struct IbSendRequest final : Request {
   BufferPlacement placement;
 };
 
-class IbSendChannel final : public SendChannel, private IbChannelCore {
+class IbSendChannel final : public common::ChannelOver<SendChannel, IbChannelCore> {
  public:
   IbSendChannel(std::unique_ptr<Endpoint> endpoint, net::Fd side, std::string peer_address);
   ~IbSendChannel() override;
 
-  Status register_memory(void* data, size_t size, int pointer_kind,
-                         std::unique_ptr<MemoryRegion>* out) override;
   Status register_dmabuf(void* data, size_t size, uint64_t offset, int fd,
                          std::unique_ptr<MemoryRegion>* out) override;
   void abort(std::string_view reason) override;
   void collect_poll_fds(std::vector<pollfd>* fds) const override;
-  std::string peer_description() const override { return describe(); }
   Status isend(const void* data, size_t size, int tag, MemoryRegion* region,
                Request** request) override;
   Status test(Request* request, bool* done, size_t* size) override;
@@ -177,18 +176,15 @@ struct IbFlushRequest final : Request {
   bool done = false;
 };
 
-class IbRecvChannel final : public RecvChannel, private IbChannelCore {
+class IbRecvChannel final : public common::ChannelOver<RecvChannel, IbChannelCore> {
  public:
   IbRecvChannel(std::unique_ptr<Endpoint> endpoint, net::Fd side, std::string peer_address);
   ~IbRecvChannel() override;
 
-  Status register_memory(void* data, size_t size, int pointer_kind,
-                         std::unique_ptr<MemoryRegion>* out) override;
   Status register_dmabuf(void* data, size_t size, uint64_t offset, int fd,
                          std::unique_ptr<MemoryRegion>* out) override;
   void abort(std::string_view reason) override;
   void collect_poll_fds(std::vector<pollfd>* fds) const override;
-  std::string peer_description() const override { return describe(); }
   Status irecv(int n, void* const* data, const size_t* sizes, const int* tags,
                MemoryRegion* const* regions, Request** request) override;
   Status iflush(int n, void* const* data, const size_t* sizes, MemoryRegion* const* regions,

@@ -1,6 +1,7 @@
 // Connection setup. The listener's handle carries its TCP address and a random token. A
-// connector opens one TCP socket to it and runs the client side of base/handshake.h (the
-// token is the key) with its ConnRecord as payload; the listener, having verified it,
+// connector dials one TCP socket to it (transports/common/dial.h: the client side of
+// base/handshake.h, the token as key) with its ConnRecord as payload; the listener
+// (transports/common/acceptor.h), having verified it,
 // creates the same number of QPs, brings them to RTS toward the connector's, and answers
 // with its own record in the verdict. The connector then brings its QPs to RTS and sends a
 // READY frame: only then does the listener hand out the receive channel (the receiver's
@@ -15,6 +16,8 @@
 #include "base/clock.h"
 #include "base/handshake.h"
 #include "base/net.h"
+#include "transports/common/acceptor.h"
+#include "transports/common/dial.h"
 #include "transports/ibverbs/ib_endpoint.h"
 #include "transports/transport.h"
 
@@ -22,41 +25,27 @@ namespace ciuic::transport::ib {
 
 #if CIUIC_HAVE_VERBS_H
 
-class IbListener final : public Listener {
+class IbListener final : public common::AuthenticatedListener {
  public:
   static Status create(std::shared_ptr<Device> device, const net::SocketAddress& local,
                        int64_t handshake_timeout_ms, std::unique_ptr<Listener>* out);
 
-  const ConnectHandle& handle() const override { return handle_; }
-  Status accept(std::unique_ptr<RecvChannel>* out) override;
-  void collect_poll_fds(std::vector<pollfd>* fds) const override;
-
  private:
-  struct Pending {
-    net::Fd fd;
-    net::SocketAddress peer;
-    std::unique_ptr<Handshake> handshake;
+  struct QpPending final : Pending {
     std::unique_ptr<Endpoint> endpoint;
-    Deadline deadline = Deadline::never();
-    bool authenticated = false;
     uint8_t ready[kSideHeaderBytes] = {};
     size_t ready_got = 0;
   };
 
-  IbListener() = default;
-  void accept_new_sockets();
-  bool advance(Pending* p);  // true when finished (channel made or refused)
-  Status decide(Pending* p);
-  void refuse(const Pending& p, const std::string& why);
+  IbListener(std::shared_ptr<Device> device, int64_t handshake_timeout_ms);
+  std::unique_ptr<Pending> make_pending() override { return std::make_unique<QpPending>(); }
+  // Creates the queue pairs toward the connector's and answers with their record.
+  Status decide(Pending* p, const std::vector<uint8_t>& payload,
+                std::vector<uint8_t>* reply) override;
+  // Waits for the connector's READY, then yields the channel.
+  Status after_handshake(Pending* p, bool* finished) override;
 
   std::shared_ptr<Device> device_;
-  net::Fd listen_fd_;
-  net::SocketAddress bound_;
-  Key128 token_{};
-  ConnectHandle handle_;
-  int64_t handshake_timeout_ms_ = 0;
-  std::vector<std::unique_ptr<Pending>> pending_;
-  std::vector<std::unique_ptr<RecvChannel>> ready_;
 };
 
 class IbConnector final : public Connector {
@@ -73,9 +62,7 @@ class IbConnector final : public Connector {
 
   net::SocketAddress remote_;
   Deadline deadline_ = Deadline::never();
-  net::Fd fd_;
-  bool connected_ = false;
-  std::unique_ptr<Handshake> handshake_;
+  common::Dial dial_;
   std::unique_ptr<Endpoint> endpoint_;
   bool qps_ready_ = false;
   uint8_t ready_frame_[kSideHeaderBytes] = {};

@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "base/config.h"
+#include "transports/common/requests.h"
 #include "transports/ibverbs/ib_channel.h"
 #include "transports/ibverbs/ib_errors.h"
 
@@ -14,7 +15,7 @@ namespace ciuic::transport::ib {
 
 IbRecvChannel::IbRecvChannel(std::unique_ptr<Endpoint> endpoint, net::Fd side,
                              std::string peer_address)
-    : IbChannelCore(std::move(endpoint), std::move(side), std::move(peer_address), "sender"),
+    : ChannelOver(std::move(endpoint), std::move(side), std::move(peer_address), "sender"),
       imms_(static_cast<int>(ep_->qps.size())) {}
 
 IbRecvChannel::~IbRecvChannel() {
@@ -25,16 +26,9 @@ IbRecvChannel::~IbRecvChannel() {
       for (int i = 0; i < r.n; ++i) release(&r.placement[i]);
 }
 
-Status IbRecvChannel::register_memory(void* data, size_t size, int pointer_kind,
-                                      std::unique_ptr<MemoryRegion>* out) {
-  std::lock_guard<std::mutex> lock(mutex_);
-  return register_locked(data, size, pointer_kind, out);
-}
-
 Status IbRecvChannel::register_dmabuf(void* data, size_t size, uint64_t offset, int fd,
                                       std::unique_ptr<MemoryRegion>* out) {
-  std::lock_guard<std::mutex> lock(mutex_);
-  return register_dmabuf_locked(data, size, offset, fd, out);
+  return register_dmabuf_region(data, size, offset, fd, out);
 }
 
 void IbRecvChannel::abort(std::string_view reason) { abort_core(reason, "receive channel from"); }
@@ -90,12 +84,7 @@ Status IbRecvChannel::finish_ready() {
 Status IbRecvChannel::irecv(int n, void* const* data, const size_t* sizes, const int* tags,
                             MemoryRegion* const* regions, Request** request) {
   *request = nullptr;
-  if (n < 1 || n > kMaxGroupedRecvs)
-    return invalid_argument("irecv of " + std::to_string(n) + " buffers (1.." +
-                            std::to_string(kMaxGroupedRecvs) + ")");
-  for (int i = 0; i < n; ++i)
-    if (data[i] == nullptr && sizes[i] > 0)
-      return invalid_argument("irecv into a null buffer of " + std::to_string(sizes[i]) + " bytes");
+  CIUIC_RETURN_IF_ERROR(common::check_irecv(n, data, sizes));
   std::lock_guard<std::mutex> lock(mutex_);
   CIUIC_RETURN_IF_ERROR(progress_core());
   Status finished = finish_ready();

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "transports/common/requests.h"
 #include "transports/ibverbs/ib_channel.h"
 
 namespace ciuic::transport::ib {
@@ -18,7 +19,7 @@ constexpr size_t kMinStripeBytes = 128 * 1024;
 
 IbSendChannel::IbSendChannel(std::unique_ptr<Endpoint> endpoint, net::Fd side,
                              std::string peer_address)
-    : IbChannelCore(std::move(endpoint), std::move(side), std::move(peer_address), "receiver") {}
+    : ChannelOver(std::move(endpoint), std::move(side), std::move(peer_address), "receiver") {}
 
 IbSendChannel::~IbSendChannel() {
   close_endpoint();
@@ -26,16 +27,9 @@ IbSendChannel::~IbSendChannel() {
     if (r.in_use) release(&r.placement);
 }
 
-Status IbSendChannel::register_memory(void* data, size_t size, int pointer_kind,
-                                      std::unique_ptr<MemoryRegion>* out) {
-  std::lock_guard<std::mutex> lock(mutex_);
-  return register_locked(data, size, pointer_kind, out);
-}
-
 Status IbSendChannel::register_dmabuf(void* data, size_t size, uint64_t offset, int fd,
                                       std::unique_ptr<MemoryRegion>* out) {
-  std::lock_guard<std::mutex> lock(mutex_);
-  return register_dmabuf_locked(data, size, offset, fd, out);
+  return register_dmabuf_region(data, size, offset, fd, out);
 }
 
 void IbSendChannel::abort(std::string_view reason) { abort_core(reason, "send channel to"); }
@@ -72,8 +66,7 @@ Status IbSendChannel::isend(const void* data, size_t size, int tag, MemoryRegion
   *request = nullptr;
   std::lock_guard<std::mutex> lock(mutex_);
   CIUIC_RETURN_IF_ERROR(progress_core());
-  if (data == nullptr && size > 0)
-    return invalid_argument("isend of " + std::to_string(size) + " bytes from a null buffer");
+  CIUIC_RETURN_IF_ERROR(common::check_isend(data, size));
   if (peer_closed_) {
     fail(peer_closed_error());
     return failed_;

@@ -3,6 +3,7 @@
 // failure notice go over a TCP socket bound to the interface CIUIC_SOCKET_IFNAME chooses.
 #include "base/log.h"
 #include "base/net.h"
+#include "transports/common/device_transport.h"
 #include "transports/ibverbs/ib_connect.h"
 #include "transports/ibverbs/ib_device.h"
 #include "transports/ibverbs/verbs_api.h"
@@ -14,42 +15,29 @@ namespace {
 
 #if CIUIC_HAVE_VERBS_H
 
-class IbTransport final : public Transport {
+class IbTransport final : public common::DeviceTransport {
  public:
   IbTransport(const TransportOptions& options, std::vector<std::shared_ptr<Device>> devices,
               net::SocketAddress local)
-      : options_(options), devices_(std::move(devices)), local_(local) {}
+      : DeviceTransport(options), devices_(std::move(devices)), local_(local) {}
 
   const char* name() const override { return "ibverbs"; }
   int device_count() const override { return static_cast<int>(devices_.size()); }
 
-  Status device_properties(int device, DeviceProperties* out) const override {
-    CIUIC_RETURN_IF_ERROR(check_device(device));
-    *out = devices_[static_cast<size_t>(device)]->props;
-    return Status::Ok();
-  }
-
-  Status listen(int device, std::unique_ptr<Listener>* out) override {
-    CIUIC_RETURN_IF_ERROR(check_device(device));
-    return IbListener::create(devices_[static_cast<size_t>(device)], local_,
-                              options_.handshake_timeout_ms, out);
-  }
-
-  Status connect(int device, const ConnectHandle& handle, std::unique_ptr<Connector>* out) override {
-    CIUIC_RETURN_IF_ERROR(check_device(device));
-    return IbConnector::create(devices_[static_cast<size_t>(device)], handle,
-                               options_.handshake_timeout_ms, out);
-  }
-
  private:
-  Status check_device(int device) const {
-    if (device < 0 || device >= device_count())
-      return invalid_argument("ibverbs transport has " + std::to_string(device_count()) +
-                              " device(s), not device " + std::to_string(device));
-    return Status::Ok();
+  const DeviceProperties& properties_of(int device) const override {
+    return devices_[static_cast<size_t>(device)]->props;
+  }
+  Status listen_on(int device, std::unique_ptr<Listener>* out) override {
+    return IbListener::create(devices_[static_cast<size_t>(device)], local_,
+                              handshake_timeout_ms(), out);
+  }
+  Status connect_with(int device, const ConnectHandle& handle,
+                      std::unique_ptr<Connector>* out) override {
+    return IbConnector::create(devices_[static_cast<size_t>(device)], handle,
+                               handshake_timeout_ms(), out);
   }
 
-  TransportOptions options_;
   std::vector<std::shared_ptr<Device>> devices_;
   net::SocketAddress local_;
 };

@@ -6,28 +6,6 @@
 
 namespace ciuic::transport::ib {
 
-void encode_handle(const HandleContents& in, ConnectHandle* out) {
-  *out = ConnectHandle{};
-  put_u32(out->bytes, kHandleMagic);
-  put_u16(out->bytes + 4, kWireVersion);
-  in.address.pack(out->bytes + 8);
-  std::memcpy(out->bytes + 8 + net::SocketAddress::kPackedBytes, in.token.data(), 16);
-}
-
-Status decode_handle(const ConnectHandle& in, HandleContents* out) {
-  if (get_u32(in.bytes) != kHandleMagic)
-    return invalid_argument("not an ibverbs transport handle (bad magic): made by another "
-                            "transport (is CIUIC_TRANSPORT the same on every rank?) or corrupted");
-  uint16_t version = get_u16(in.bytes + 4);
-  if (version != kWireVersion || get_u16(in.bytes + 6) != 0)
-    return invalid_argument("ibverbs handle has wire version " + std::to_string(version) +
-                            ", this build speaks " + std::to_string(kWireVersion) +
-                            ": run the same ciuic version everywhere");
-  CIUIC_RETURN_IF_ERROR(net::SocketAddress::unpack(in.bytes + 8, &out->address));
-  std::memcpy(out->token.data(), in.bytes + 8 + net::SocketAddress::kPackedBytes, 16);
-  return Status::Ok();
-}
-
 // Layout: qp_count, link_layer, mtu, gid_index (4) | lid u16, zero u16 (4) | psn (4) |
 // gid (16) | qpn[8] (32) | fifo_addr (8) | fifo_rkey (4) | zero (4) | sizes_addr (8) |
 // sizes_rkey (4) | zero (4) | magic (4) | zero (8)  = 104

@@ -17,6 +17,8 @@
 #include "base/handshake.h"
 #include "base/net.h"
 #include "base/status.h"
+#include "transports/common/abort_frame.h"
+#include "transports/common/handle_codec.h"
 #include "transports/transport.h"
 
 namespace ciuic::transport::ib {
@@ -26,16 +28,11 @@ constexpr uint32_t kHandshakeMagic = 0x53424943;  // "CIBS"
 constexpr uint16_t kWireVersion = 1;
 constexpr int kMaxQps = 8;           // CIUIC_IB_QPS_PER_CONN upper bound
 constexpr int kFifoSlots = kMaxRequests;  // one per outstanding grouped receive
-constexpr size_t kMaxAbortReason = 256;
+constexpr size_t kMaxAbortReason = common::kMaxAbortReason;
 
-struct HandleContents {
-  net::SocketAddress address;
-  Key128 token{};
-};
-constexpr size_t kHandleUsedBytes = 8 + net::SocketAddress::kPackedBytes + 16;
-static_assert(kHandleUsedBytes <= kHandleBytes);
-void encode_handle(const HandleContents& in, ConnectHandle* out);
-Status decode_handle(const ConnectHandle& in, HandleContents* out);
+// The handle: a socket handle (transports/common/handle_codec.h).
+inline constexpr common::SocketHandleCodec kHandle{
+    {kHandleMagic, kWireVersion, "an ibverbs transport handle", "ibverbs"}};
 
 // One side of a connection, exchanged in the handshake: the connector's record rides in
 // its response, the listener's in its verdict.

@@ -11,13 +11,13 @@
 
 #include "base/clock.h"
 #include "base/log.h"
+#include "transports/common/host_memory.h"
 
 namespace ciuic::transport::shm {
 namespace {
 
 constexpr int64_t kWatchIntervalNs = 100'000;  // a spinning caller looks at the peer this often
-
-class HostRegion final : public MemoryRegion {};
+constexpr char kTransport[] = "the shm transport";
 
 int open_pidfd(pid_t pid) {
 #ifdef SYS_pidfd_open
@@ -30,14 +30,6 @@ int open_pidfd(pid_t pid) {
 }
 
 }  // namespace
-
-Status register_host_memory(int pointer_kind, std::unique_ptr<MemoryRegion>* out) {
-  if (pointer_kind != kHostMemory)
-    return unsupported("the shm transport moves host memory only (pointer kind " +
-                       std::to_string(pointer_kind) + "); stage GPU buffers through host memory");
-  *out = std::make_unique<HostRegion>();  // shared memory and CMA need no registration
-  return Status::Ok();
-}
 
 ShmChannelBase::ShmChannelBase(ChannelSetup setup, bool is_sender)
     : segment_(std::move(setup.segment)),
@@ -110,35 +102,9 @@ Status ShmChannelBase::watch_peer(bool force) {
     peer_gone_ = true;
   }
   if ((p[0].revents & (POLLIN | POLLHUP | POLLERR)) == 0) return Status::Ok();
-  while (!peer_reason_complete_) {
-    uint8_t* target;
-    size_t want;
-    if (abort_header_got_ < kAbortHeaderBytes) {
-      target = abort_header_ + abort_header_got_;
-      want = kAbortHeaderBytes - abort_header_got_;
-    } else {
-      target = reinterpret_cast<uint8_t*>(peer_reason_) + peer_reason_got_;
-      want = peer_reason_size_ - peer_reason_got_;
-    }
-    ssize_t n = ::recv(socket_.get(), target, want, MSG_DONTWAIT);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
-    if (n == 0 || (n < 0 && (errno == ECONNRESET || errno == EPIPE))) {
-      peer_gone_ = true;
-      break;
-    }
-    if (n < 0) return errno_error("recv from the shm channel socket of " + describe(), errno);
-    if (abort_header_got_ < kAbortHeaderBytes) {
-      abort_header_got_ += static_cast<size_t>(n);
-      if (abort_header_got_ < kAbortHeaderBytes) continue;
-      Status s = decode_abort_header(abort_header_, &peer_reason_size_);
-      if (!s.ok()) return s.prefix("from " + describe());
-      if (peer_reason_size_ == 0) peer_reason_complete_ = true;
-    } else {
-      peer_reason_got_ += static_cast<size_t>(n);
-      if (peer_reason_got_ == peer_reason_size_) peer_reason_complete_ = true;
-    }
-  }
+  bool closed = false;
+  CIUIC_RETURN_IF_ERROR(peer_abort_.read(socket_.get(), describe(), &closed));
+  if (closed) peer_gone_ = true;
   return Status::Ok();
 }
 
@@ -155,6 +121,15 @@ void ShmChannelBase::send_abort(std::string_view reason) {
   ring_doorbell(peer_bell_.get());
 }
 
+void ShmChannelBase::abort_channel(std::string_view reason) {
+  abort_requested_.store(true, std::memory_order_relaxed);
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (failed_.ok())
+    failed_ = aborted_error((is_sender_ ? "send channel to " : "receive channel from ") +
+                            describe() + " aborted: " + std::string(reason));
+  send_abort(reason);
+}
+
 std::string ShmChannelBase::gone_text() const {
   // An orderly close marks the segment; an abort sends its reason. A socket that ends with
   // neither, or a pidfd that fires, is a process that went away.
@@ -162,16 +137,9 @@ std::string ShmChannelBase::gone_text() const {
   return "the peer process exited or was killed";
 }
 
-// ---- registration: shared memory and CMA need none, so regions are trivial ----
-
-Status ShmSendChannel::register_memory(void*, size_t, int pointer_kind,
+Status ShmChannelBase::register_region(void*, size_t, int pointer_kind,
                                        std::unique_ptr<MemoryRegion>* out) {
-  return register_host_memory(pointer_kind, out);
-}
-
-Status ShmRecvChannel::register_memory(void*, size_t, int pointer_kind,
-                                       std::unique_ptr<MemoryRegion>* out) {
-  return register_host_memory(pointer_kind, out);
+  return common::register_host_memory(kTransport, pointer_kind, out);
 }
 
 }  // namespace ciuic::transport::shm

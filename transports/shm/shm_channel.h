@@ -32,6 +32,8 @@
 #include <vector>
 
 #include "base/net.h"
+#include "transports/common/channel.h"
+#include "transports/common/requests.h"
 #include "transports/shm/shm_segment.h"
 #include "transports/shm/shm_wire.h"
 #include "transports/transport.h"
@@ -42,9 +44,6 @@ namespace ciuic::transport::shm {
 uint64_t configured_ring_bytes();
 uint64_t configured_eager_bytes();
 CmaSetting configured_cma();
-
-// Registration: trivial regions for host memory, CUDA and dmabuf refused.
-Status register_host_memory(int pointer_kind, std::unique_ptr<MemoryRegion>* out);
 
 // What connection setup hands to a channel.
 struct ChannelSetup {
@@ -64,6 +63,10 @@ class ShmChannelBase {
 
  protected:
   std::string describe() const;
+  // Shared memory and CMA need no registration: trivial regions for host memory, others
+  // refused.
+  Status register_region(void* data, size_t size, int pointer_kind,
+                         std::unique_ptr<MemoryRegion>* out);
   ControlBlock* ctl() const { return segment_->control(); }
   // Rings the peer's doorbell if it announced it is going to sleep. Call after a release
   // store of head / tail / done_seq.
@@ -77,9 +80,12 @@ class ShmChannelBase {
   // Sends an ABORT frame with `reason` (best effort), marks this side aborted in the
   // segment and shuts the socket's write side. Only the first call does anything.
   void send_abort(std::string_view reason);
+  // abort(): stops a CMA read between pieces, fails the channel with `reason` (unless it
+  // failed already) and tells the peer.
+  void abort_channel(std::string_view reason);
   // The peer's abort as an error, if it sent one.
-  bool peer_aborted() const { return peer_reason_complete_; }
-  std::string peer_reason() const { return std::string(peer_reason_, peer_reason_got_); }
+  bool peer_aborted() const { return peer_abort_.complete(); }
+  std::string peer_reason() const { return peer_abort_.reason(); }
   uint32_t peer_state() const;
   // "the sender pid N (shm, cma) ... : <why it is gone>" for errors.
   std::string gone_text() const;
@@ -101,13 +107,7 @@ class ShmChannelBase {
   mutable bool announced_ = false;  // this side set its sleep flag
   mutable bool slept_ = false;      // collect_poll_fds was called: look at the socket next
   int64_t last_watch_ns_ = 0;
-  // The peer's ABORT frame, as it arrives.
-  uint8_t abort_header_[kAbortHeaderBytes] = {};
-  size_t abort_header_got_ = 0;
-  char peer_reason_[kMaxAbortReason] = {};
-  size_t peer_reason_size_ = 0;
-  size_t peer_reason_got_ = 0;
-  bool peer_reason_complete_ = false;
+  common::AbortFrameReader peer_abort_{kAbortHeaderBytes, &decode_abort_header};
 };
 
 struct SendRequest final : Request {
@@ -121,16 +121,12 @@ struct SendRequest final : Request {
   bool reported = false;
 };
 
-class ShmSendChannel final : public SendChannel, private ShmChannelBase {
+class ShmSendChannel final : public common::ChannelOver<SendChannel, ShmChannelBase> {
  public:
   explicit ShmSendChannel(ChannelSetup setup);
-  ~ShmSendChannel() override;
 
-  Status register_memory(void* data, size_t size, int pointer_kind,
-                         std::unique_ptr<MemoryRegion>* out) override;
   void abort(std::string_view reason) override;
   void collect_poll_fds(std::vector<pollfd>* fds) const override;
-  std::string peer_description() const override { return describe(); }
   Status isend(const void* data, size_t size, int tag, MemoryRegion* region,
                Request** request) override;
   Status test(Request* request, bool* done, size_t* size) override;
@@ -161,27 +157,14 @@ class ShmSendChannel final : public SendChannel, private ShmChannelBase {
   bool receiver_closed_ = false;  // gone after taking all we had sent
 };
 
-struct RecvRequest final : Request {
-  int n = 0;
-  uint8_t* data[kMaxGroupedRecvs] = {};
-  size_t capacity[kMaxGroupedRecvs] = {};
-  int tags[kMaxGroupedRecvs] = {};
-  size_t received[kMaxGroupedRecvs] = {};
-  bool matched[kMaxGroupedRecvs] = {};
-  int matched_count = 0;
-  int completed = 0;
-};
+struct RecvRequest final : Request, common::GroupedRecv {};
 
-class ShmRecvChannel final : public RecvChannel, private ShmChannelBase {
+class ShmRecvChannel final : public common::ChannelOver<RecvChannel, ShmChannelBase> {
  public:
   explicit ShmRecvChannel(ChannelSetup setup);
-  ~ShmRecvChannel() override;
 
-  Status register_memory(void* data, size_t size, int pointer_kind,
-                         std::unique_ptr<MemoryRegion>* out) override;
   void abort(std::string_view reason) override;
   void collect_poll_fds(std::vector<pollfd>* fds) const override;
-  std::string peer_description() const override { return describe(); }
   Status irecv(int n, void* const* data, const size_t* sizes, const int* tags,
                MemoryRegion* const* regions, Request** request) override;
   Status test(Request* request, bool* done, size_t* sizes) override;

@@ -19,9 +19,6 @@
 namespace ciuic::transport::shm {
 namespace {
 
-constexpr int kListenBacklog = 1024;
-constexpr size_t kMaxPendingSockets = 1024;  // beyond this, new sockets are closed at once
-constexpr int kAcceptsPerCall = 64;
 constexpr int kPassedFds = 3;  // memfd, bell to receiver, bell to sender
 
 socklen_t abstract_address(const std::string& name, sockaddr_un* out) {
@@ -64,10 +61,15 @@ bool first_of_kind(int kind) {
 
 // ---- listener ----
 
+ShmListener::ShmListener(int64_t handshake_timeout_ms)
+    : AuthenticatedListener(
+          {"shm listener", kHandshakeMagic, kWireVersion, handshake_timeout_ms, "segment"}) {}
+
 Status ShmListener::create(int64_t handshake_timeout_ms, std::unique_ptr<Listener>* out) {
-  std::unique_ptr<ShmListener> l(new ShmListener());
+  std::unique_ptr<ShmListener> l(new ShmListener(handshake_timeout_ms));
   l->listen_fd_ = net::Fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
   if (!l->listen_fd_.valid()) return errno_error("shm transport listener: socket(AF_UNIX)", errno);
+  HandleContents contents;
   for (int attempt = 0;; ++attempt) {
     uint8_t random[8];
     net::random_bytes(random, sizeof(random));
@@ -75,64 +77,45 @@ Status ShmListener::create(int64_t handshake_timeout_ms, std::unique_ptr<Listene
     std::snprintf(name, sizeof(name), "ciuic-shm-%d-%02x%02x%02x%02x%02x%02x%02x%02x",
                   static_cast<int>(::getpid()), random[0], random[1], random[2], random[3],
                   random[4], random[5], random[6], random[7]);
-    l->name_ = name;
+    contents.name = name;
     sockaddr_un address;
-    socklen_t length = abstract_address(l->name_, &address);
+    socklen_t length = abstract_address(contents.name, &address);
     if (::bind(l->listen_fd_.get(), reinterpret_cast<sockaddr*>(&address), length) == 0) break;
     if (errno != EADDRINUSE || attempt == 3)
-      return errno_error("shm transport listener: bind of @" + l->name_, errno);
+      return errno_error("shm transport listener: bind of @" + contents.name, errno);
   }
-  if (::listen(l->listen_fd_.get(), kListenBacklog) != 0)
-    return errno_error("shm transport listener: listen on @" + l->name_, errno);
-  net::random_bytes(l->token_.data(), l->token_.size());
-  HandleContents contents;
-  contents.name = l->name_;
+  l->name_ = "@" + contents.name;
+  if (::listen(l->listen_fd_.get(), common::kListenBacklog) != 0)
+    return errno_error("shm transport listener: listen on " + l->name_, errno);
   contents.token = l->token_;
   read_boot_id(contents.boot_id);
   contents.netns_inode = read_netns_inode();
   contents.pid = static_cast<uint32_t>(::getpid());
   encode_handle(contents, &l->handle_);
-  l->handshake_timeout_ms_ = handshake_timeout_ms;
-  CIUIC_LOG_TRACE(log::kNet, "shm listener on @%s", l->name_.c_str());
+  CIUIC_LOG_TRACE(log::kNet, "shm listener on %s", l->name_.c_str());
   *out = std::move(l);
   return Status::Ok();
 }
 
-void ShmListener::refuse(const Pending& p, const std::string& why) {
-  CIUIC_LOG_WARN(log::kNet, "shm listener @%s: refused a connection from pid %d: %s", name_.c_str(),
-                 static_cast<int>(p.pid), why.c_str());
-}
-
-void ShmListener::accept_new_sockets() {
-  for (int i = 0; i < kAcceptsPerCall; ++i) {
-    int fd = ::accept4(listen_fd_.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
-    if (fd < 0) {
-      if (errno == EINTR) continue;
-      if (errno != EAGAIN && errno != EWOULDBLOCK && errno != ECONNABORTED) {
-        // Out of descriptors or similar: keep serving the connections already under way.
-        CIUIC_LOG_WARN(log::kNet, "shm listener @%s: accept: %s", name_.c_str(),
-                       std::strerror(errno));
-      }
-      return;
-    }
-    auto p = std::make_unique<Pending>();
-    p->fd = net::Fd(fd);
-    p->pid = peer_pid_of(fd);
-    if (pending_.size() >= kMaxPendingSockets) {
-      refuse(*p, "too many connections are still authenticating (" +
-                     std::to_string(kMaxPendingSockets) + ")");
-      continue;
-    }
-    p->deadline = Deadline::after_ms(handshake_timeout_ms_);
-    p->handshake = std::make_unique<Handshake>(
-        p->fd.get(), Handshake::Role::kServer, kHandshakeMagic, kWireVersion, token_,
-        std::vector<uint8_t>{}, p->deadline, "pid " + std::to_string(p->pid));
-    pending_.push_back(std::move(p));
+Status ShmListener::accept_socket(Pending* p) {
+  int fd;
+  do {
+    fd = ::accept4(listen_fd_.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+  } while (fd < 0 && errno == EINTR);
+  if (fd < 0) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ECONNABORTED) return Status::Ok();
+    return errno_error("accept", errno);
   }
+  p->fd = net::Fd(fd);
+  const pid_t pid = peer_pid_of(fd);
+  static_cast<ShmPending*>(p)->pid = pid;
+  p->peer = "pid " + std::to_string(pid);
+  return Status::Ok();
 }
 
-Status ShmListener::decide(Pending* p) {
-  const std::vector<uint8_t>& payload = p->handshake->peer_payload();
+Status ShmListener::decide(Pending* pending, const std::vector<uint8_t>& payload,
+                           std::vector<uint8_t>* reply) {
+  auto* p = static_cast<ShmPending*>(pending);
   CIUIC_RETURN_IF_ERROR(decode_hello(payload.data(), payload.size(), &p->hello));
   const uint64_t ring = p->hello.ring_bytes;
   if (ring < kMinRingBytes || ring > kMaxRingBytes || (ring & (ring - 1)) != 0)
@@ -188,11 +171,14 @@ Status ShmListener::decide(Pending* p) {
               static_cast<int>(p->pid), ring, why.c_str(),
               first ? "; further such channels are logged at TRACE" : "");
   }
+  reply->resize(kReplyBytes);
+  encode_reply(p->path, reply->data());
   return Status::Ok();
 }
 
-Status ShmListener::receive_fds(Pending* p, bool* done) {
+Status ShmListener::after_handshake(Pending* pending, bool* done) {
   *done = false;
+  auto* p = static_cast<ShmPending*>(pending);
   uint8_t byte = 0;
   iovec iov{&byte, 1};
   alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * (kPassedFds + 1))];
@@ -234,68 +220,9 @@ Status ShmListener::receive_fds(Pending* p, bool* done) {
   setup.bell_to_sender = std::move(fds[2]);
   setup.peer_pid = p->pid;
   setup.path = p->path;
-  ready_.push_back(std::make_unique<ShmRecvChannel>(std::move(setup)));
+  deliver(std::make_unique<ShmRecvChannel>(std::move(setup)));
   *done = true;
   return Status::Ok();
-}
-
-bool ShmListener::advance(Pending* p) {
-  if (!p->handshake_done) {
-    bool done = false;
-    Status s = p->handshake->progress(&done);
-    if (s.ok() && p->handshake->awaiting_decision()) {
-      Status d = decide(p);
-      if (d.ok()) {
-        uint8_t reply[kReplyBytes];
-        encode_reply(p->path, reply);
-        p->handshake->accept(std::vector<uint8_t>(reply, reply + kReplyBytes));
-      } else {
-        p->handshake->refuse(d.message());
-      }
-      s = p->handshake->progress(&done);  // sends the verdict
-    }
-    if (!s.ok()) {
-      refuse(*p, s.message());
-      return true;
-    }
-    if (!done) return false;
-    p->handshake_done = true;
-  }
-  bool done = false;
-  Status s = receive_fds(p, &done);
-  if (s.ok() && !done && p->deadline.expired())
-    s = timeout_error("no segment before the handshake deadline");
-  if (!s.ok()) {
-    refuse(*p, s.message());
-    return true;
-  }
-  return done;
-}
-
-Status ShmListener::accept(std::unique_ptr<RecvChannel>* out) {
-  out->reset();
-  accept_new_sockets();
-  for (size_t i = 0; i < pending_.size();) {
-    if (advance(pending_[i].get())) {
-      pending_[i] = std::move(pending_.back());
-      pending_.pop_back();
-    } else {
-      ++i;
-    }
-  }
-  if (!ready_.empty()) {
-    *out = std::move(ready_.front());
-    ready_.erase(ready_.begin());
-  }
-  return Status::Ok();
-}
-
-void ShmListener::collect_poll_fds(std::vector<pollfd>* fds) const {
-  fds->push_back(pollfd{listen_fd_.get(), POLLIN, 0});
-  for (const auto& p : pending_) {
-    short events = p->handshake_done ? POLLIN : p->handshake->wanted_events();
-    if (events != 0) fds->push_back(pollfd{p->fd.get(), events, 0});
-  }
 }
 
 // ---- connector ----

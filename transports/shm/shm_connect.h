@@ -24,47 +24,34 @@
 #include "base/clock.h"
 #include "base/handshake.h"
 #include "base/net.h"
+#include "transports/common/acceptor.h"
 #include "transports/shm/shm_channel.h"
 #include "transports/shm/shm_wire.h"
 #include "transports/transport.h"
 
 namespace ciuic::transport::shm {
 
-class ShmListener final : public Listener {
+class ShmListener final : public common::AuthenticatedListener {
  public:
   static Status create(int64_t handshake_timeout_ms, std::unique_ptr<Listener>* out);
 
-  const ConnectHandle& handle() const override { return handle_; }
-  Status accept(std::unique_ptr<RecvChannel>* out) override;
-  void collect_poll_fds(std::vector<pollfd>* fds) const override;
-
  private:
-  struct Pending {
-    net::Fd fd;
+  struct ShmPending final : Pending {
     pid_t pid = 0;
-    std::unique_ptr<Handshake> handshake;
     Hello hello;
     Path path = Path::kCopy;
-    bool handshake_done = false;
-    Deadline deadline = Deadline::never();
   };
 
-  ShmListener() = default;
-  void accept_new_sockets();
-  // Advances one pending connection; true when it is finished (channel made or refused).
-  bool advance(Pending* p);
-  // Chooses the path for large messages; an error refuses the connection.
-  Status decide(Pending* p);
-  Status receive_fds(Pending* p, bool* done);
-  void refuse(const Pending& p, const std::string& why);
-
-  net::Fd listen_fd_;
-  std::string name_;
-  Key128 token_{};
-  ConnectHandle handle_;
-  int64_t handshake_timeout_ms_ = 0;
-  std::vector<std::unique_ptr<Pending>> pending_;
-  std::vector<std::unique_ptr<RecvChannel>> ready_;
+  explicit ShmListener(int64_t handshake_timeout_ms);
+  // accept4 on the Unix socket; the peer is named by the pid SO_PEERCRED reports.
+  std::unique_ptr<Pending> make_pending() override { return std::make_unique<ShmPending>(); }
+  Status accept_socket(Pending* p) override;
+  // Checks the hello and chooses the path for large messages; an error refuses the
+  // connection.
+  Status decide(Pending* p, const std::vector<uint8_t>& payload,
+                std::vector<uint8_t>* reply) override;
+  // Receives the segment and the doorbells (SCM_RIGHTS) and yields the channel.
+  Status after_handshake(Pending* p, bool* finished) override;
 };
 
 class ShmConnector final : public Connector {

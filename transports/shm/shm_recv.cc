@@ -22,12 +22,10 @@ constexpr uint64_t kCmaPieceBytes = 8 * 1024 * 1024;
 }  // namespace
 
 ShmRecvChannel::ShmRecvChannel(ChannelSetup setup)
-    : ShmChannelBase(std::move(setup), /*is_sender=*/false),
+    : ChannelOver(std::move(setup), /*is_sender=*/false),
       free_mask_(kMaxRequests >= 32 ? ~0u : (1u << kMaxRequests) - 1) {
   posted_.reserve(kMaxRequests);
 }
-
-ShmRecvChannel::~ShmRecvChannel() = default;
 
 void ShmRecvChannel::fail(Status s) {
   if (!failed_.ok()) return;
@@ -37,18 +35,11 @@ void ShmRecvChannel::fail(Status s) {
   send_abort(failed_.message());
 }
 
-void ShmRecvChannel::abort(std::string_view reason) {
-  abort_requested_.store(true, std::memory_order_relaxed);
-  std::lock_guard<std::mutex> lock(mutex_);
-  if (failed_.ok())
-    failed_ =
-        aborted_error("receive channel from " + describe() + " aborted: " + std::string(reason));
-  send_abort(reason);
-}
+void ShmRecvChannel::abort(std::string_view reason) { abort_channel(reason); }
 
 RecvRequest* ShmRecvChannel::first_unmatched() const {
   for (RecvRequest* r : posted_) {
-    if (r->matched_count < r->n) return r;
+    if (r->needs_message()) return r;
   }
   return nullptr;
 }
@@ -74,27 +65,12 @@ Status ShmRecvChannel::irecv(int n, void* const* data, const size_t* sizes, cons
   *request = nullptr;
   std::lock_guard<std::mutex> lock(mutex_);
   if (!failed_.ok()) return failed_;
-  if (n < 1 || n > kMaxGroupedRecvs)
-    return invalid_argument("irecv of " + std::to_string(n) + " buffers (1.." +
-                            std::to_string(kMaxGroupedRecvs) + " allowed)");
-  for (int i = 0; i < n; ++i) {
-    if (data[i] == nullptr && sizes[i] > 0)
-      return invalid_argument("irecv buffer " + std::to_string(i) + " is null");
-  }
+  CIUIC_RETURN_IF_ERROR(common::check_irecv(n, data, sizes));
   if (static_cast<int>(posted_.size()) >= kMaxRequests) return Status::Ok();
   const int index = std::countr_zero(free_mask_);
   free_mask_ &= ~(1u << index);
   RecvRequest* r = &pool_[static_cast<size_t>(index)];
-  r->n = n;
-  for (int i = 0; i < n; ++i) {
-    r->data[i] = static_cast<uint8_t*>(data[i]);
-    r->capacity[i] = sizes[i];
-    r->tags[i] = tags[i];
-    r->received[i] = 0;
-    r->matched[i] = false;
-  }
-  r->matched_count = 0;
-  r->completed = 0;
+  r->post(n, data, sizes, tags);
   posted_.push_back(r);
   *request = r;
   (void)progress();  // a held header may match now; a failure is kept for test()
@@ -105,10 +81,10 @@ Status ShmRecvChannel::test(Request* request, bool* done, size_t* sizes) {
   *done = false;
   std::lock_guard<std::mutex> lock(mutex_);
   auto* r = static_cast<RecvRequest*>(request);
-  if (failed_.ok() && r->completed < r->n) (void)progress();
-  if (r->completed == r->n) {
+  if (failed_.ok() && !r->complete()) (void)progress();
+  if (r->complete()) {
     *done = true;
-    if (sizes != nullptr) std::copy(r->received, r->received + r->n, sizes);
+    r->report(sizes);
     auto it = std::find(posted_.begin(), posted_.end(), r);
     if (it != posted_.end()) {
       posted_.erase(it);
@@ -190,23 +166,7 @@ Status ShmRecvChannel::take_header(bool* moved) {
   if (type == static_cast<uint32_t>(RecordType::kRingCma) && path_ != Path::kCma)
     return internal_error("a CMA record from " + describe() + " on a channel without CMA");
   int slot = -1;
-  std::string tags;
-  for (int i = 0; i < r->n; ++i) {
-    if (r->matched[i]) continue;
-    tags += (tags.empty() ? "" : ", ") + std::to_string(r->tags[i]);
-    if (slot < 0 && r->tags[i] == h.tag) slot = i;
-  }
-  if (slot < 0)
-    return invalid_argument("a message with tag " + std::to_string(h.tag) + " from " + describe() +
-                            " matches no unfilled buffer of the posted receive (tags " + tags +
-                            "): sender and receiver disagree on the tags");
-  if (h.size > r->capacity[slot])
-    return invalid_argument("a " + std::to_string(h.size) + "-byte message (tag " +
-                            std::to_string(h.tag) + ") from " + describe() +
-                            " is larger than its " + std::to_string(r->capacity[slot]) +
-                            "-byte receive buffer: post a larger receive");
-  r->matched[slot] = true;
-  ++r->matched_count;
+  CIUIC_RETURN_IF_ERROR(r->match(h.tag, h.size, describe(), &slot));
   header_ = h;
   target_ = r;
   slot_ = slot;

@@ -17,11 +17,9 @@ constexpr uint64_t kPublishBytes = 64 * 1024;
 }  // namespace
 
 ShmSendChannel::ShmSendChannel(ChannelSetup setup)
-    : ShmChannelBase(std::move(setup), /*is_sender=*/true),
+    : ChannelOver(std::move(setup), /*is_sender=*/true),
       eager_bytes_(configured_eager_bytes()),
       free_mask_(kMaxRequests >= 32 ? ~0u : (1u << kMaxRequests) - 1) {}
-
-ShmSendChannel::~ShmSendChannel() = default;
 
 void ShmSendChannel::fail(Status s) {
   if (!failed_.ok()) return;
@@ -29,13 +27,7 @@ void ShmSendChannel::fail(Status s) {
   send_abort(failed_.message());
 }
 
-void ShmSendChannel::abort(std::string_view reason) {
-  abort_requested_.store(true, std::memory_order_relaxed);
-  std::lock_guard<std::mutex> lock(mutex_);
-  if (failed_.ok())
-    failed_ = aborted_error("send channel to " + describe() + " aborted: " + std::string(reason));
-  send_abort(reason);
-}
+void ShmSendChannel::abort(std::string_view reason) { abort_channel(reason); }
 
 bool ShmSendChannel::waiting_on_receiver() const {
   return !write_queue_.empty() || !awaiting_read_.empty();
@@ -65,8 +57,7 @@ Status ShmSendChannel::isend(const void* data, size_t size, int tag, MemoryRegio
   *request = nullptr;
   std::lock_guard<std::mutex> lock(mutex_);
   if (!failed_.ok()) return failed_;
-  if (data == nullptr && size > 0)
-    return invalid_argument("isend of " + std::to_string(size) + " bytes from a null buffer");
+  CIUIC_RETURN_IF_ERROR(common::check_isend(data, size));
   if (receiver_closed_) return receiver_gone_error();
   if (outstanding_ >= kMaxRequests) return Status::Ok();  // caller retries after a test()
   const int index = std::countr_zero(free_mask_);

@@ -7,6 +7,7 @@
 
 #include "base/config.h"
 #include "base/log.h"
+#include "transports/common/device_transport.h"
 #include "transports/shm/shm_channel.h"
 #include "transports/shm/shm_connect.h"
 #include "transports/transport.h"
@@ -60,9 +61,9 @@ CmaSetting configured_cma() {
 
 namespace {
 
-class ShmTransport final : public Transport {
+class ShmTransport final : public common::DeviceTransport {
  public:
-  explicit ShmTransport(const TransportOptions& options) : options_(options) {
+  explicit ShmTransport(const TransportOptions& options) : DeviceTransport(options) {
     props_.name = "shm";
     props_.pointer_support = kHostMemory;
     // A memory copy, not a link: about what one core copies (the ring path copies twice,
@@ -77,32 +78,15 @@ class ShmTransport final : public Transport {
   const char* name() const override { return "shm"; }
   int device_count() const override { return 1; }
 
-  Status device_properties(int device, DeviceProperties* out) const override {
-    CIUIC_RETURN_IF_ERROR(check_device(device));
-    *out = props_;
-    return Status::Ok();
-  }
-
-  Status listen(int device, std::unique_ptr<Listener>* out) override {
-    CIUIC_RETURN_IF_ERROR(check_device(device));
-    return ShmListener::create(options_.handshake_timeout_ms, out);
-  }
-
-  Status connect(int device, const ConnectHandle& handle,
-                 std::unique_ptr<Connector>* out) override {
-    CIUIC_RETURN_IF_ERROR(check_device(device));
-    return ShmConnector::create(handle, options_.handshake_timeout_ms, out);
-  }
-
  private:
-  static Status check_device(int device) {
-    if (device != 0)
-      return invalid_argument("shm transport has one device (0), not device " +
-                              std::to_string(device));
-    return Status::Ok();
+  const DeviceProperties& properties_of(int) const override { return props_; }
+  Status listen_on(int, std::unique_ptr<Listener>* out) override {
+    return ShmListener::create(handshake_timeout_ms(), out);
+  }
+  Status connect_with(int, const ConnectHandle& handle, std::unique_ptr<Connector>* out) override {
+    return ShmConnector::create(handle, handshake_timeout_ms(), out);
   }
 
-  TransportOptions options_;
   DeviceProperties props_;
 };
 

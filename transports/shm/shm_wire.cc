@@ -29,12 +29,9 @@ static_assert(kHandleFixedBytes + kMaxNameBytes <= kHandleBytes,
 }  // namespace
 
 void encode_handle(const HandleContents& in, ConnectHandle* out) {
-  *out = ConnectHandle{};
+  const size_t len = std::min(in.name.size(), kMaxNameBytes);
+  common::encode_handle_header(kHandleFormat, static_cast<uint16_t>(len), out);
   uint8_t* p = out->bytes;
-  size_t len = std::min(in.name.size(), kMaxNameBytes);
-  put_u32(p, kHandleMagic);
-  put_u16(p + 4, kWireVersion);
-  put_u16(p + 6, static_cast<uint16_t>(len));
   std::memcpy(p + 8, in.token.data(), 16);
   std::memcpy(p + 24, in.boot_id, 16);
   put_u64(p + 40, in.netns_inode);
@@ -44,16 +41,8 @@ void encode_handle(const HandleContents& in, ConnectHandle* out) {
 
 Status decode_handle(const ConnectHandle& in, HandleContents* out) {
   const uint8_t* p = in.bytes;
-  if (get_u32(p) != kHandleMagic)
-    return invalid_argument(
-        "not a shm transport handle (bad magic): was it made by another "
-        "transport or corrupted on the way?");
-  uint16_t version = get_u16(p + 4);
-  if (version != kWireVersion)
-    return invalid_argument("shm handle has wire version " + std::to_string(version) +
-                            ", this build speaks " + std::to_string(kWireVersion) +
-                            ": run the same ciuic version everywhere");
-  uint16_t len = get_u16(p + 6);
+  uint16_t len = 0;  // the header's word: the socket name's length
+  CIUIC_RETURN_IF_ERROR(common::decode_handle_header(kHandleFormat, in, &len));
   if (len == 0 || len > kMaxNameBytes)
     return invalid_argument("shm handle names a socket of " + std::to_string(len) + " bytes (1.." +
                             std::to_string(kMaxNameBytes) + ")");

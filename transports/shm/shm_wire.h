@@ -18,6 +18,8 @@
 
 #include "base/handshake.h"
 #include "base/status.h"
+#include "transports/common/abort_frame.h"
+#include "transports/common/handle_codec.h"
 #include "transports/transport.h"
 
 namespace ciuic::transport::shm {
@@ -27,7 +29,7 @@ constexpr uint32_t kHandshakeMagic = 0x53485343;  // "CSHS"
 constexpr uint32_t kAbortMagic = 0x41485343;      // "CSHA"
 constexpr uint16_t kWireVersion = 1;
 constexpr size_t kMaxNameBytes = 64;
-constexpr size_t kMaxAbortReason = 256;
+constexpr size_t kMaxAbortReason = common::kMaxAbortReason;
 
 // Which way a channel's large messages travel.
 enum class Path : uint32_t {
@@ -40,7 +42,9 @@ const char* path_name(Path p);
 enum class CmaSetting : uint32_t { kAuto = 0, kOn = 1, kOff = 2 };
 const char* cma_setting_name(CmaSetting s);
 
-// ---- handle ----
+// ---- handle: its header is transports/common/handle_codec.h's, the word the name's length ----
+inline constexpr common::HandleFormat kHandleFormat{kHandleMagic, kWireVersion,
+                                                    "a shm transport handle", "shm"};
 struct HandleContents {
   std::string name;  // abstract socket name, without the leading NUL
   Key128 token{};

@@ -6,17 +6,20 @@
 #include <cstring>
 
 #include "base/log.h"
+#include "transports/common/host_memory.h"
 
 namespace ciuic::transport::tcp {
 namespace {
 
-class HostRegion final : public MemoryRegion {};
+constexpr char kTransport[] = "the TCP transport";
 
-Status register_host(int pointer_kind, std::unique_ptr<MemoryRegion>* out) {
-  if (pointer_kind != kHostMemory)
-    return unsupported("the TCP transport moves host memory only (pointer kind " +
-                       std::to_string(pointer_kind) + "); stage GPU buffers through host memory");
-  *out = std::make_unique<HostRegion>();  // sockets need no registration
+// What may come back on stripe 0 of a send channel: the receiver's ABORT frame.
+Status decode_abort_header(const uint8_t* in, size_t* reason_bytes) {
+  FrameHeader header;
+  CIUIC_RETURN_IF_ERROR(decode_frame(in, &header));
+  if (header.type != FrameType::kAbort)
+    return internal_error("a data frame came back on a send channel");
+  *reason_bytes = header.size;
   return Status::Ok();
 }
 
@@ -25,7 +28,10 @@ Status register_host(int pointer_kind, std::unique_ptr<MemoryRegion>* out) {
 StripedChannel::StripedChannel(std::vector<net::Fd> stripes, std::string peer,
                                uint64_t min_stripe_bytes, StripeWorkers::Direction direction,
                                int threads)
-    : stripes_(std::move(stripes)), peer_(std::move(peer)), min_stripe_bytes_(min_stripe_bytes) {
+    : stripes_(std::move(stripes)),
+      peer_(std::move(peer)),
+      min_stripe_bytes_(min_stripe_bytes),
+      peer_abort_(kFrameHeaderBytes, &decode_abort_header) {
   Status s = StripeWorkers::start(direction, stripes_, threads, &workers_);
   if (!s.ok()) {
     CIUIC_LOG_WARN(log::kNet, "TCP channel %s: %s; this channel moves its bytes on the caller's "
@@ -67,55 +73,14 @@ void StripedChannel::send_abort_and_shutdown(std::string_view reason) {
 }
 
 Status StripedChannel::read_abort_frame(bool* complete, bool* closed) {
-  *complete = false;
-  *closed = false;
-  for (;;) {
-    uint8_t* target;
-    size_t want;
-    if (abort_header_got_ < kFrameHeaderBytes) {
-      target = abort_header_ + abort_header_got_;
-      want = kFrameHeaderBytes - abort_header_got_;
-    } else {
-      if (abort_reason_got_ == abort_reason_size_) {
-        *complete = true;
-        return Status::Ok();
-      }
-      target = reinterpret_cast<uint8_t*>(abort_reason_) + abort_reason_got_;
-      want = abort_reason_size_ - abort_reason_got_;
-    }
-    ssize_t n = ::recv(stripes_[0].get(), target, want, MSG_DONTWAIT);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return Status::Ok();
-    if (n == 0 || (n < 0 && (errno == ECONNRESET || errno == EPIPE))) {
-      *closed = true;
-      return Status::Ok();
-    }
-    if (n < 0) return net::connection_error("recv from " + peer_, errno);
-    if (abort_header_got_ < kFrameHeaderBytes) {
-      abort_header_got_ += static_cast<size_t>(n);
-      if (abort_header_got_ < kFrameHeaderBytes) continue;
-      FrameHeader header;
-      Status s = decode_frame(abort_header_, &header);
-      if (s.ok() && header.type != FrameType::kAbort)
-        s = internal_error("a data frame came back on a send channel");
-      if (!s.ok()) return s.prefix("the receiver " + peer_ + " sent something other than an abort");
-      abort_reason_size_ = header.size;
-    } else {
-      abort_reason_got_ += static_cast<size_t>(n);
-    }
-  }
+  CIUIC_RETURN_IF_ERROR(peer_abort_.read(stripes_[0].get(), peer_, closed));
+  *complete = peer_abort_.complete();
+  return Status::Ok();
 }
 
-// ---- registration: sockets need none, so regions are trivial ----
-
-Status TcpSendChannel::register_memory(void*, size_t, int pointer_kind,
+Status StripedChannel::register_region(void*, size_t, int pointer_kind,
                                        std::unique_ptr<MemoryRegion>* out) {
-  return register_host(pointer_kind, out);
-}
-
-Status TcpRecvChannel::register_memory(void*, size_t, int pointer_kind,
-                                       std::unique_ptr<MemoryRegion>* out) {
-  return register_host(pointer_kind, out);
+  return common::register_host_memory(kTransport, pointer_kind, out);
 }
 
 }  // namespace ciuic::transport::tcp

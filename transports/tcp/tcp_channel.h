@@ -27,6 +27,9 @@
 #include <vector>
 
 #include "base/net.h"
+#include "transports/common/abort_frame.h"
+#include "transports/common/channel.h"
+#include "transports/common/requests.h"
 #include "transports/tcp/tcp_wire.h"
 #include "transports/tcp/tcp_workers.h"
 #include "transports/transport.h"
@@ -41,6 +44,9 @@ class StripedChannel {
 
   int stripe_count() const { return static_cast<int>(stripes_.size()); }
   std::string describe() const;
+  // Sockets need no registration: trivial regions for host memory, others refused.
+  Status register_region(void* data, size_t size, int pointer_kind,
+                         std::unique_ptr<MemoryRegion>* out);
   // Writes an ABORT frame carrying `reason` on stripe 0 without waiting (dropped if the
   // socket is full), then shuts every stripe down. Only the first call does anything.
   void send_abort_and_shutdown(std::string_view reason);
@@ -52,7 +58,7 @@ class StripedChannel {
   // The completion eventfd, drained; the workers' failure, if any, as *failure.
   bool reap_workers(WorkerFailure* failure);
   // Reads the peer's ABORT frame from stripe 0 without waiting: *complete once all of it
-  // arrived (abort_reason_ holds the reason), *closed when the peer closed the stream.
+  // arrived (peer_abort_ holds the reason), *closed when the peer closed the stream.
   // Anything else on that stream is an error.
   Status read_abort_frame(bool* complete, bool* closed);
 
@@ -64,13 +70,7 @@ class StripedChannel {
   mutable std::mutex mutex_;
   Status failed_;           // sticky: once set every later call returns it
   bool shut_down_ = false;  // the sockets were shut down (abort or failure)
-  // The peer's ABORT frame, as it arrives.
-  uint8_t abort_header_[kFrameHeaderBytes] = {};
-  size_t abort_header_got_ = 0;
-  char abort_reason_[kMaxAbortReason] = {};
-  size_t abort_reason_size_ = 0;
-  size_t abort_reason_got_ = 0;
-  std::string abort_reason() const { return std::string(abort_reason_, abort_reason_got_); }
+  common::AbortFrameReader peer_abort_;  // the peer's ABORT frame, as it arrives
 };
 
 // One isend: its frame header, where its pieces go, and how much of each stripe's segment
@@ -89,16 +89,13 @@ struct SendRequest final : Request {
   }
 };
 
-class TcpSendChannel final : public SendChannel, private StripedChannel {
+class TcpSendChannel final : public common::ChannelOver<SendChannel, StripedChannel> {
  public:
   TcpSendChannel(std::vector<net::Fd> stripes, std::string peer, uint64_t min_stripe_bytes);
   ~TcpSendChannel() override;  // joins the I/O threads before the requests go
 
-  Status register_memory(void* data, size_t size, int pointer_kind,
-                         std::unique_ptr<MemoryRegion>* out) override;
   void abort(std::string_view reason) override;
   void collect_poll_fds(std::vector<pollfd>* fds) const override;
-  std::string peer_description() const override { return describe(); }
   Status isend(const void* data, size_t size, int tag, MemoryRegion* region,
                Request** request) override;
   Status test(Request* request, bool* done, size_t* size) override;
@@ -118,15 +115,7 @@ class TcpSendChannel final : public SendChannel, private StripedChannel {
   int outstanding_ = 0;                             // posted, not yet reported done
 };
 
-struct RecvRequest final : Request {
-  int n = 0;
-  uint8_t* data[kMaxGroupedRecvs] = {};
-  size_t capacity[kMaxGroupedRecvs] = {};
-  int tags[kMaxGroupedRecvs] = {};
-  size_t received[kMaxGroupedRecvs] = {};
-  bool matched[kMaxGroupedRecvs] = {};
-  int matched_count = 0;
-  int completed = 0;
+struct RecvRequest final : Request, common::GroupedRecv {
   // Per buffer: pieces of its message still moving on I/O threads.
   std::atomic<int> worker_pieces[kMaxGroupedRecvs] = {};
 };
@@ -142,16 +131,13 @@ struct IncomingMessage {
   bool on_workers = false;  // pieces of stripes >= 1 are with the I/O threads
 };
 
-class TcpRecvChannel final : public RecvChannel, private StripedChannel {
+class TcpRecvChannel final : public common::ChannelOver<RecvChannel, StripedChannel> {
  public:
   TcpRecvChannel(std::vector<net::Fd> stripes, std::string peer, uint64_t min_stripe_bytes);
   ~TcpRecvChannel() override;  // joins the I/O threads before the requests go
 
-  Status register_memory(void* data, size_t size, int pointer_kind,
-                         std::unique_ptr<MemoryRegion>* out) override;
   void abort(std::string_view reason) override;
   void collect_poll_fds(std::vector<pollfd>* fds) const override;
-  std::string peer_description() const override { return describe(); }
   Status irecv(int n, void* const* data, const size_t* sizes, const int* tags,
                MemoryRegion* const* regions, Request** request) override;
   Status test(Request* request, bool* done, size_t* sizes) override;

@@ -1,8 +1,7 @@
-// Connection setup. A connector opens S sockets to the listener's address and runs one
-// client handshake on each (key: the listener's token; payload: StripeHello). The
-// listener accepts without blocking, runs one server handshake per pending socket — each
-// advanced only as far as its socket allows, so a slow or hostile client delays no one —
-// groups authenticated stripes by channel id and yields a channel once all S arrived.
+// Connection setup. A connector dials S sockets to the listener's address, each with a
+// client handshake (key: the listener's token; payload: StripeHello; transports/common/
+// dial.h). The listener (transports/common/acceptor.h) authenticates each socket on its
+// own, groups the stripes by channel id and yields a channel once all S arrived.
 #pragma once
 
 #include <map>
@@ -13,6 +12,8 @@
 #include "base/clock.h"
 #include "base/handshake.h"
 #include "base/net.h"
+#include "transports/common/acceptor.h"
+#include "transports/common/dial.h"
 #include "transports/tcp/tcp_wire.h"
 #include "transports/transport.h"
 
@@ -23,51 +24,41 @@ int configured_stripes();
 int configured_buffer_bytes();
 uint64_t configured_min_stripe_bytes();
 
-class TcpListener final : public Listener {
+class TcpListener final : public common::AuthenticatedListener {
  public:
   // Binds to `local` (the chosen interface's address, ephemeral port).
   static Status create(const net::SocketAddress& local, int64_t handshake_timeout_ms,
                        std::unique_ptr<Listener>* out);
 
-  const ConnectHandle& handle() const override { return handle_; }
-  Status accept(std::unique_ptr<RecvChannel>* out) override;
-  void collect_poll_fds(std::vector<pollfd>* fds) const override;
-
  private:
-  struct Pending {
-    net::Fd fd;
-    net::SocketAddress peer;
-    std::unique_ptr<Handshake> handshake;
+  struct StripePending final : Pending {
     StripeHello hello;
   };
+  // The stripes of one channel, as they arrive.
   struct Group {
     uint16_t stripe_count = 0;
     uint64_t min_stripe_bytes = 0;
     std::vector<net::Fd> stripes;
     uint32_t claimed_mask = 0;  // stripes whose handshake was accepted (maybe still sending)
     int arrived = 0;
-    net::SocketAddress peer;
+    std::string peer;
     Deadline deadline = Deadline::never();
 
     bool claimed(int index) const { return (claimed_mask >> index) & 1u; }
     void claim(int index) { claimed_mask |= 1u << index; }
   };
 
-  TcpListener() = default;
-  void accept_new_sockets();
-  // Advances one pending handshake; true when it is finished (done or failed).
-  bool advance(Pending* p);
-  void refuse(const Pending& p, const std::string& why);
-  void expire_groups();
+  explicit TcpListener(int64_t handshake_timeout_ms);
+  std::unique_ptr<Pending> make_pending() override { return std::make_unique<StripePending>(); }
+  // Checks the stripe's hello against its channel's other stripes and claims its place.
+  Status decide(Pending* p, const std::vector<uint8_t>& payload,
+                std::vector<uint8_t>* reply) override;
+  // Puts the stripe in its group; the group's last stripe makes the channel.
+  Status after_handshake(Pending* p, bool* finished) override;
+  // Drops groups whose stripes did not all arrive by the handshake deadline.
+  void after_advance() override;
 
-  net::Fd listen_fd_;
-  net::SocketAddress bound_;
-  Key128 token_{};
-  ConnectHandle handle_;
-  int64_t handshake_timeout_ms_ = 0;
-  std::vector<std::unique_ptr<Pending>> pending_;
   std::map<uint64_t, Group> groups_;
-  std::vector<std::unique_ptr<RecvChannel>> ready_;
 };
 
 class TcpConnector final : public Connector {
@@ -79,20 +70,11 @@ class TcpConnector final : public Connector {
   void collect_poll_fds(std::vector<pollfd>* fds) const override;
 
  private:
-  struct Stripe {
-    net::Fd fd;
-    bool connected = false;
-    std::unique_ptr<Handshake> handshake;
-    bool done = false;
-  };
-
   TcpConnector() = default;
 
   net::SocketAddress remote_;
-  Key128 token_{};
-  Deadline deadline_ = Deadline::never();
   uint64_t min_stripe_bytes_ = 0;
-  std::vector<Stripe> stripes_;
+  std::vector<common::Dial> stripes_;
   Status failed_;
   bool finished_ = false;
 };

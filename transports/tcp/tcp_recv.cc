@@ -13,8 +13,8 @@ namespace ciuic::transport::tcp {
 
 TcpRecvChannel::TcpRecvChannel(std::vector<net::Fd> stripes, std::string peer,
                                uint64_t min_stripe_bytes)
-    : StripedChannel(std::move(stripes), std::move(peer), min_stripe_bytes,
-                     StripeWorkers::Direction::kReceive, configured_threads()) {}
+    : ChannelOver(std::move(stripes), std::move(peer), min_stripe_bytes,
+                  StripeWorkers::Direction::kReceive, configured_threads()) {}
 
 TcpRecvChannel::~TcpRecvChannel() {
   if (workers_) workers_->stop_and_join();
@@ -50,21 +50,10 @@ Status TcpRecvChannel::irecv(int n, void* const* data, const size_t* sizes, cons
   *request = nullptr;
   std::lock_guard<std::mutex> lock(mutex_);
   if (!failed_.ok()) return failed_;
-  if (n < 1 || n > kMaxGroupedRecvs)
-    return invalid_argument("irecv of " + std::to_string(n) + " buffers (1.." +
-                            std::to_string(kMaxGroupedRecvs) + " allowed)");
-  for (int i = 0; i < n; ++i) {
-    if (data[i] == nullptr && sizes[i] > 0)
-      return invalid_argument("irecv buffer " + std::to_string(i) + " is null");
-  }
+  CIUIC_RETURN_IF_ERROR(common::check_irecv(n, data, sizes));
   if (static_cast<int>(requests_.size()) >= kMaxRequests) return Status::Ok();
   auto r = std::make_unique<RecvRequest>();
-  r->n = n;
-  for (int i = 0; i < n; ++i) {
-    r->data[i] = static_cast<uint8_t*>(data[i]);
-    r->capacity[i] = sizes[i];
-    r->tags[i] = tags[i];
-  }
+  r->post(n, data, sizes, tags);
   *request = r.get();
   requests_.push_back(std::move(r));
   (void)progress();  // a held header may match now; a failure is kept for test()
@@ -76,9 +65,9 @@ Status TcpRecvChannel::test(Request* request, bool* done, size_t* sizes) {
   std::lock_guard<std::mutex> lock(mutex_);
   if (failed_.ok()) (void)progress();
   auto* r = static_cast<RecvRequest*>(request);
-  if (r->completed == r->n) {
+  if (r->complete()) {
     *done = true;
-    if (sizes != nullptr) std::copy(r->received, r->received + r->n, sizes);
+    r->report(sizes);
     // All of its messages are complete, so no IncomingMessage points at it any more.
     auto it = std::find_if(requests_.begin(), requests_.end(),
                            [r](const std::unique_ptr<RecvRequest>& p) { return p.get() == r; });
@@ -181,14 +170,14 @@ Status TcpRecvChannel::pull_stripe0(bool* moved) {
         break;
       }
       case Stripe0::kAbortReason: {
-        CIUIC_RETURN_IF_ERROR(read_into(0, reinterpret_cast<uint8_t*>(abort_reason_) + abort_reason_got_,
-                                        abort_reason_size_ - abort_reason_got_, &got, &eof));
-        abort_reason_got_ += got;
+        CIUIC_RETURN_IF_ERROR(read_into(0, reinterpret_cast<uint8_t*>(peer_abort_.reason_space()),
+                                        peer_abort_.reason_missing(), &got, &eof));
+        peer_abort_.reason_arrived(got);
         *moved |= got > 0;
-        if (abort_reason_got_ < abort_reason_size_ && !eof) return Status::Ok();
+        if (peer_abort_.reason_missing() > 0 && !eof) return Status::Ok();
         peer_aborted_ = true;
         return remote_error("the sender " + describe() + " aborted the connection: " +
-                            abort_reason());
+                            peer_abort_.reason());
       }
     }
   }
@@ -201,14 +190,13 @@ Status TcpRecvChannel::accept_header(bool* held) {
   if (!s.ok()) return s.prefix("from " + describe());
   if (h.type == FrameType::kAbort) {
     header_got_ = 0;
-    abort_reason_size_ = h.size;
-    abort_reason_got_ = 0;
+    peer_abort_.header_read(h.size);
     stripe0_ = Stripe0::kAbortReason;
     return Status::Ok();
   }
   RecvRequest* r = nullptr;
   for (const auto& p : requests_) {
-    if (p->matched_count < p->n) {
+    if (p->needs_message()) {
       r = p.get();
       break;
     }
@@ -218,23 +206,7 @@ Status TcpRecvChannel::accept_header(bool* held) {
     return Status::Ok();
   }
   int slot = -1;
-  std::string tags;
-  for (int i = 0; i < r->n; ++i) {
-    if (r->matched[i]) continue;
-    tags += (tags.empty() ? "" : ", ") + std::to_string(r->tags[i]);
-    if (slot < 0 && r->tags[i] == h.tag) slot = i;
-  }
-  if (slot < 0)
-    return invalid_argument("a message with tag " + std::to_string(h.tag) + " from " + describe() +
-                            " matches no unfilled buffer of the posted receive (tags " + tags +
-                            "): sender and receiver disagree on the tags");
-  if (h.size > r->capacity[slot])
-    return invalid_argument("a " + std::to_string(h.size) + "-byte message (tag " +
-                            std::to_string(h.tag) + ") from " + describe() +
-                            " is larger than its " + std::to_string(r->capacity[slot]) +
-                            "-byte receive buffer: post a larger receive");
-  r->matched[slot] = true;
-  ++r->matched_count;
+  CIUIC_RETURN_IF_ERROR(r->match(h.tag, h.size, describe(), &slot));
   header_got_ = 0;
   IncomingMessage m;
   m.request = r;
@@ -308,7 +280,7 @@ uint64_t TcpRecvChannel::bytes_in_flight(int stripe) const {
   uint64_t from = stripe == 0 ? base_seq_ : std::max(cursor_[stripe], base_seq_);
   if (from < end_seq()) return incoming_[from - base_seq_].size;
   for (const auto& r : requests_) {
-    if (r->matched_count == r->n) continue;
+    if (!r->needs_message()) continue;
     uint64_t largest = 0;
     for (int i = 0; i < r->n; ++i) {
       if (!r->matched[i]) largest = std::max<uint64_t>(largest, r->capacity[i]);
@@ -320,7 +292,7 @@ uint64_t TcpRecvChannel::bytes_in_flight(int stripe) const {
 
 bool TcpRecvChannel::waiting_for_header() const {
   for (const auto& r : requests_)
-    if (r->matched_count < r->n) return true;
+    if (r->needs_message()) return true;
   return false;
 }
 

@@ -17,8 +17,8 @@ constexpr int kMaxIov = 64;
 
 TcpSendChannel::TcpSendChannel(std::vector<net::Fd> stripes, std::string peer,
                                uint64_t min_stripe_bytes)
-    : StripedChannel(std::move(stripes), std::move(peer), min_stripe_bytes,
-                     StripeWorkers::Direction::kSend, configured_threads()) {}
+    : ChannelOver(std::move(stripes), std::move(peer), min_stripe_bytes,
+                  StripeWorkers::Direction::kSend, configured_threads()) {}
 
 TcpSendChannel::~TcpSendChannel() {
   if (workers_) workers_->stop_and_join();
@@ -79,8 +79,7 @@ Status TcpSendChannel::isend(const void* data, size_t size, int tag, MemoryRegio
   *request = nullptr;
   std::lock_guard<std::mutex> lock(mutex_);
   if (!failed_.ok()) return failed_;
-  if (data == nullptr && size > 0) return invalid_argument("isend of " + std::to_string(size) +
-                                                           " bytes from a null buffer");
+  CIUIC_RETURN_IF_ERROR(common::check_isend(data, size));
   if (receiver_closed_) return peer_gone("closed");
   if (outstanding_ >= kMaxRequests) return Status::Ok();  // caller retries after a test()
   auto r = std::make_unique<SendRequest>();
@@ -171,7 +170,7 @@ Status TcpSendChannel::check_peer() {
   CIUIC_RETURN_IF_ERROR(read_abort_frame(&complete, &closed));
   if (complete)
     return remote_error("the receiver " + describe() + " aborted the connection: " +
-                        abort_reason());
+                        peer_abort_.reason());
   if (closed) {
     // A receiver that closes after taking everything sent so far is not an error yet
     // (it finished and left); a message still on its way, or a later one, is.

@@ -9,6 +9,7 @@
 
 #include "base/log.h"
 #include "base/net.h"
+#include "transports/common/device_transport.h"
 #include "transports/tcp/tcp_connect.h"
 #include "transports/transport.h"
 
@@ -49,10 +50,10 @@ int link_speed_mbps(const std::string& ifname) {
   return static_cast<int>(speed);
 }
 
-class TcpTransport final : public Transport {
+class TcpTransport final : public common::DeviceTransport {
  public:
   TcpTransport(const TransportOptions& options, net::SocketAddress local, std::string ifname)
-      : options_(options), local_(local) {
+      : DeviceTransport(options), local_(local) {
     props_.name = ifname.empty() ? local.to_string() : ifname;
     props_.speed_mbps = link_speed_mbps(ifname);
     props_.pointer_support = kHostMemory;
@@ -64,32 +65,15 @@ class TcpTransport final : public Transport {
   const char* name() const override { return "tcp"; }
   int device_count() const override { return 1; }
 
-  Status device_properties(int device, DeviceProperties* out) const override {
-    CIUIC_RETURN_IF_ERROR(check_device(device));
-    *out = props_;
-    return Status::Ok();
-  }
-
-  Status listen(int device, std::unique_ptr<Listener>* out) override {
-    CIUIC_RETURN_IF_ERROR(check_device(device));
-    return TcpListener::create(local_, options_.handshake_timeout_ms, out);
-  }
-
-  Status connect(int device, const ConnectHandle& handle,
-                 std::unique_ptr<Connector>* out) override {
-    CIUIC_RETURN_IF_ERROR(check_device(device));
-    return TcpConnector::create(handle, options_.handshake_timeout_ms, out);
-  }
-
  private:
-  static Status check_device(int device) {
-    if (device != 0)
-      return invalid_argument("TCP transport has one device (0), not device " +
-                              std::to_string(device));
-    return Status::Ok();
+  const DeviceProperties& properties_of(int) const override { return props_; }
+  Status listen_on(int, std::unique_ptr<Listener>* out) override {
+    return TcpListener::create(local_, handshake_timeout_ms(), out);
+  }
+  Status connect_with(int, const ConnectHandle& handle, std::unique_ptr<Connector>* out) override {
+    return TcpConnector::create(handle, handshake_timeout_ms(), out);
   }
 
-  TransportOptions options_;
   net::SocketAddress local_;
   DeviceProperties props_;
 };

@@ -7,28 +7,6 @@
 
 namespace ciuic::transport::tcp {
 
-void encode_handle(const HandleContents& in, ConnectHandle* out) {
-  *out = ConnectHandle{};
-  put_u32(out->bytes, kHandleMagic);
-  put_u16(out->bytes + 4, kWireVersion);
-  in.address.pack(out->bytes + 8);
-  std::memcpy(out->bytes + 8 + net::SocketAddress::kPackedBytes, in.token.data(), 16);
-}
-
-Status decode_handle(const ConnectHandle& in, HandleContents* out) {
-  if (get_u32(in.bytes) != kHandleMagic)
-    return invalid_argument("not a TCP transport handle (bad magic): was it made by another "
-                            "transport or corrupted on the way?");
-  uint16_t version = get_u16(in.bytes + 4);
-  if (version != kWireVersion)
-    return invalid_argument("TCP handle has wire version " + std::to_string(version) +
-                            ", this build speaks " + std::to_string(kWireVersion) +
-                            ": run the same ciuic version everywhere");
-  CIUIC_RETURN_IF_ERROR(net::SocketAddress::unpack(in.bytes + 8, &out->address));
-  std::memcpy(out->token.data(), in.bytes + 8 + net::SocketAddress::kPackedBytes, 16);
-  return Status::Ok();
-}
-
 void encode_hello(const StripeHello& in, uint8_t out[kStripeHelloBytes]) {
   std::memset(out, 0, kStripeHelloBytes);
   put_u64(out, in.channel_id);

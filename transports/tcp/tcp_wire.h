@@ -17,6 +17,8 @@
 #include "base/le_bytes.h"
 #include "base/net.h"
 #include "base/status.h"
+#include "transports/common/abort_frame.h"
+#include "transports/common/handle_codec.h"
 #include "transports/transport.h"
 
 namespace ciuic::transport::tcp {
@@ -25,7 +27,7 @@ constexpr uint32_t kHandleMagic = 0x50435443;    // "CTCP"
 constexpr uint32_t kHandshakeMagic = 0x53435443;  // "CTCS": the stripe handshake
 constexpr uint16_t kWireVersion = 1;
 constexpr int kMaxStripes = 16;
-constexpr size_t kMaxAbortReason = 256;
+constexpr size_t kMaxAbortReason = common::kMaxAbortReason;
 
 // Little-endian helpers (base/le_bytes.h), also spelled tcp::put_u32 and so on.
 using ciuic::get_u16;
@@ -35,16 +37,9 @@ using ciuic::put_u16;
 using ciuic::put_u32;
 using ciuic::put_u64;
 
-// ---- handle ----
-struct HandleContents {
-  net::SocketAddress address;
-  Key128 token{};
-};
-constexpr size_t kHandleUsedBytes = 8 + net::SocketAddress::kPackedBytes + 16;
-static_assert(kHandleUsedBytes <= kHandleBytes, "the TCP handle must fit NCCL's 128 bytes");
-
-void encode_handle(const HandleContents& in, ConnectHandle* out);
-Status decode_handle(const ConnectHandle& in, HandleContents* out);
+// ---- handle: a socket handle (transports/common/handle_codec.h) ----
+inline constexpr common::SocketHandleCodec kHandle{
+    {kHandleMagic, kWireVersion, "a TCP transport handle", "TCP"}};
 
 // ---- stripe handshake payload ----
 struct StripeHello {
