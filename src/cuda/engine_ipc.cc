@@ -24,7 +24,7 @@ const config::StringParam kIpc{
     "communicator sits on one node, else staging through host memory), off (always staging) "
     "or require (fail a call that cannot use CUDA IPC, saying why); the same on every rank"};
 const config::IntParam kDirectBytes{
-    "CIUIC_CUDA_IPC_DIRECT_BYTES", 16 << 20,
+    "CIUIC_CUDA_IPC_DIRECT_BYTES", 64 << 20,
     "CUDA IPC: from this many input bytes per rank on, a collective exchanges its buffers' "
     "addresses and reads and writes the peers' buffers in place; below it, it copies through "
     "the ranks' windows and needs nothing from the host; the same on every rank"};

@@ -19,7 +19,7 @@ namespace ciuic::cuda {
 namespace {
 
 const config::IntParam kWindowBytes{
-    "CIUIC_CUDA_IPC_WINDOW_BYTES", 1 << 20,
+    "CIUIC_CUDA_IPC_WINDOW_BYTES", 4 << 20,
     "CUDA IPC: bytes of one window slot, the chunk a windowed operation copies through "
     "(each rank has four); must be the same on every rank"};
 
