@@ -1,6 +1,7 @@
 // Same-node CUDA IPC with ranks as processes (legacy IPC handles do not work between
-// threads of one process): this program forks N ranks, each its own process on GPU
-// rank % GPUs (all on one GPU where there is one; run it under MPS), and runs in each:
+// threads of one process): this program starts N ranks (fork and exec of itself), each
+// its own process on GPU rank % GPUs (all on one GPU where there is one; run it under
+// MPS), and runs in each:
 //
 //  - every collective x datatype x op x size {0, 1, 7, 1 MiB + 3 elements}, in place and
 //    out of place, compared bit for bit with tests/support/reference (collective_cases.h);
@@ -20,8 +21,10 @@
 #include <unistd.h>
 
 #include <cctype>
+#include <cerrno>
 #include <chrono>
 #include <csignal>
+#include <cstdarg>
 #include <cstdio>
 #include <cstring>
 #include <memory>
@@ -34,6 +37,24 @@ namespace ciuic::gputest {
 namespace {
 
 constexpr int kPipelineOps = 70;
+
+// What this rank is doing, for the watchdog: a rank still running when its alarm rings
+// says where it was and exits.
+char g_stage[256] = "starting";
+void set_stage(const char* format, ...) __attribute__((format(printf, 1, 2)));
+void set_stage(const char* format, ...) {
+  va_list args;
+  va_start(args, format);
+  std::vsnprintf(g_stage, sizeof(g_stage), format, args);
+  va_end(args);
+}
+void on_alarm(int) {
+  const char prefix[] = "FAIL: watchdog: still running at: ";
+  (void)!write(1, prefix, sizeof(prefix) - 1);
+  (void)!write(1, g_stage, strnlen(g_stage, sizeof(g_stage)));
+  (void)!write(1, "\n", 1);
+  _exit(3);
+}
 
 float pipeline_input(int rank, int op, size_t i) {
   return static_cast<float>((i * 7 + static_cast<size_t>(op) * 3 + static_cast<size_t>(rank)) % 31);
@@ -84,6 +105,7 @@ void pipeline(int rank, int n, ciuic_comm_t comm, size_t count, Tally& tally) {
 
 // One rank of one job; returns the process's exit code.
 int rank_main(int rank, int n, const ciuic_unique_id_t& id, const std::string& mode, int report) {
+  std::signal(SIGALRM, on_alarm);
   const char* limit = std::getenv("GPU_IPC_ALARM_S");
   alarm(limit != nullptr ? static_cast<unsigned>(std::atoi(limit)) : 240u);  // a hang ends too
   std::vector<std::unique_ptr<testing::ScopedConfig>> settings;
@@ -143,14 +165,22 @@ int rank_main(int rank, int n, const ciuic_unique_id_t& id, const std::string& m
                   cases[i].describe(n).c_str());
       std::fflush(stdout);
     }
+    set_stage("rank %d, case %zu: %s", rank, i, cases[i].describe(n).c_str());
     run_case(cases[i], rank, n, comm, b, tally);
   }
-  pipeline(rank, n, comm, 1000, tally);
-  pipeline(rank, n, comm, (size_t{1} << 20) + 5, tally);
+  dprintf(report, "%d %d 0\n", tally.passes(), tally.failures());  // the last line counts
+  for (size_t count : {size_t{1000}, (size_t{1} << 20) + 5}) {
+    set_stage("rank %d, pipeline of %zu floats", rank, count);
+    pipeline(rank, n, comm, count, tally);
+    dprintf(report, "%d %d 0\n", tally.passes(), tally.failures());
+  }
+  set_stage("rank %d, freeing the buffers", rank);
   cudaStreamDestroy(b.stream);
   cudaFree(b.send);
   cudaFree(b.recv);
+  set_stage("rank %d, ciuic_comm_destroy", rank);
   CIUIC_EXPECT(tally, comm, ciuic_comm_destroy(comm));
+  if (trace) std::printf("trace %s rank %d: done\n", mode.c_str(), rank);
   dprintf(report, "%d %d 0\n", tally.passes(), tally.failures());
   return tally.failures() == 0 ? 0 : 1;
 }
@@ -178,10 +208,22 @@ JobResult run_job(int n, const std::string& mode) {
     }
     const pid_t pid = fork();
     if (pid == 0) {
+      // A fresh process, as a launcher makes: this program again, told its rank. (A
+      // forked copy would also hold a copy of this process's bootstrap server.)
       close(fds[0]);
-      const int code = rank_main(r, n, id, mode, fds[1]);
+      std::string hex;
+      for (unsigned char byte : id.internal) {
+        char two[3];
+        std::snprintf(two, sizeof(two), "%02x", byte);
+        hex += two;
+      }
+      const std::string rank = std::to_string(r), ranks = std::to_string(n),
+                        report = std::to_string(fds[1]);
+      execl("/proc/self/exe", "gpu_ipc_test", "--rank", rank.c_str(), ranks.c_str(), mode.c_str(),
+            hex.c_str(), report.c_str(), static_cast<char*>(nullptr));
+      std::printf("FAIL: exec of /proc/self/exe: %s\n", std::strerror(errno));
       std::fflush(stdout);
-      _exit(code);  // no exit handlers: the parent's bootstrap server is not ours to stop
+      _exit(127);
     }
     close(fds[1]);
     pids.push_back(pid);
@@ -189,16 +231,25 @@ JobResult run_job(int n, const std::string& mode) {
   }
   std::string codes;
   for (size_t i = 0; i < pids.size(); ++i) {
-    char text[128] = {};
-    size_t got = 0;
-    for (ssize_t k;
-         got < sizeof(text) - 1 && (k = read(reads[i], text + got, sizeof(text) - 1 - got)) > 0;)
-      got += static_cast<size_t>(k);
+    std::string text;
+    char chunk[256];
+    for (ssize_t k; (k = read(reads[i], chunk, sizeof(chunk))) > 0;)
+      text.append(chunk, static_cast<size_t>(k));
     close(reads[i]);
     int status = 0;
     waitpid(pids[i], &status, 0);
+    // The last full line: the counts so far (a rank that died keeps what it had reported).
+    const size_t end = text.rfind('\n');
+    const size_t begin =
+        end == std::string::npos || end == 0 ? std::string::npos : text.rfind('\n', end - 1);
+    const std::string last =
+        end == std::string::npos ? "" : text.substr(begin == std::string::npos ? 0 : begin + 1);
     int p = 0, f = 0, s = 0;
-    if (std::sscanf(text, "%d %d %d", &p, &f, &s) != 3) f = 1;  // died before reporting
+    if (std::sscanf(last.c_str(), "%d %d %d", &p, &f, &s) != 3) f = 1;  // nothing reported
+    const bool finished =
+        WIFEXITED(status) &&
+        (WEXITSTATUS(status) == 0 || WEXITSTATUS(status) == 1 || WEXITSTATUS(status) == kSkip);
+    if (!finished) ++f;  // it did not get to the end
     result.passed += p;
     result.failed += f;
     result.skipped += s;
@@ -219,6 +270,21 @@ JobResult run_job(int n, const std::string& mode) {
 
 int main(int argc, char** argv) {
   using namespace ciuic::gputest;
+  // One rank, started by run_job: --rank RANK RANKS MODE ID(hex) REPORT_FD
+  if (argc == 7 && std::strcmp(argv[1], "--rank") == 0) {
+    ciuic_unique_id_t id{};
+    const char* hex = argv[5];
+    if (std::strlen(hex) != 2 * sizeof(id.internal)) return 2;
+    for (size_t i = 0; i < sizeof(id.internal); ++i) {
+      unsigned byte = 0;
+      std::sscanf(hex + 2 * i, "%2x", &byte);
+      id.internal[i] = static_cast<char>(byte);
+    }
+    const int code =
+        rank_main(std::atoi(argv[2]), std::atoi(argv[3]), id, argv[4], std::atoi(argv[6]));
+    std::fflush(stdout);
+    return code;
+  }
   std::vector<int> rank_counts;
   std::vector<std::string> modes;
   for (int i = 1; i < argc; ++i) {
