@@ -52,6 +52,7 @@ TransportCase shm_case(const char* path) {
   c.receiver_gone = {"lost during a 67108864-byte send"};
   c.last_send_bytes = 20000;  // below the eager size: done once in the ring
   c.closed_sender = {"closed its end"};
+  c.idle_fds = 2;  // the doorbell and the socket (and the peer's pidfd)
   return c;
 }
 
