@@ -288,20 +288,13 @@ TEST_P(TransportConformanceTest, GroupedReceivesPutEachTagInItsBuffer) {
     std::vector<std::vector<uint8_t>> rbuf(static_cast<size_t>(n), std::vector<uint8_t>(200000));
     std::vector<void*> data;
     std::vector<size_t> caps;
-    std::vector<MemoryRegion*> regions(static_cast<size_t>(n), nullptr);
     for (auto& b : rbuf) {
       data.push_back(b.data());
       caps.push_back(b.size());
     }
     Request* rr = nullptr;
-    ASSERT_TRUE(post_retry(
-                    pair.recv.get(),
-                    [&](Request** r) {
-                      return pair.recv->irecv(n, data.data(), caps.data(), tags.data(),
-                                              regions.data(), r);
-                    },
-                    &rr)
-                    .ok());
+    ASSERT_TRUE(
+        irecv_group_retry(pair.recv.get(), n, data.data(), caps.data(), tags.data(), &rr).ok());
     std::vector<std::vector<uint8_t>> sbuf;
     std::vector<Request*> sends;
     for (int tag : send_order) {
@@ -341,13 +334,8 @@ TEST_P(TransportConformanceTest, RepeatedTagsFillTheirBuffersInOrder) {
     void* data[3] = {a.data(), b.data(), c.data()};
     size_t sizes[3] = {a.size(), b.size(), c.size()};
     int tags[3] = {7, 3, 7};
-    MemoryRegion* regions[3] = {nullptr, nullptr, nullptr};
     Request* recv = nullptr;
-    ASSERT_TRUE(post_retry(
-                    pair.recv.get(),
-                    [&](Request** r) { return pair.recv->irecv(3, data, sizes, tags, regions, r); },
-                    &recv)
-                    .ok());
+    ASSERT_TRUE(irecv_group_retry(pair.recv.get(), 3, data, sizes, tags, &recv).ok());
     // Tag 3 first, then two tag-7 sends that take the tag-7 buffers in order.
     std::vector<uint8_t> s3(4000), s7a(60), s7b(round % 2 ? 0 : 65536);
     fill(s3.data(), s3.size(), 3 + round);
@@ -440,13 +428,8 @@ TEST_P(TransportConformanceTest, TagWithNoBufferFailsBothSidesNamingTheTags) {
   void* data[2] = {a.data(), b.data()};
   size_t caps[2] = {a.size(), b.size()};
   int tags[2] = {3, 5};
-  MemoryRegion* regions[2] = {nullptr, nullptr};
   Request* rr = nullptr;
-  ASSERT_TRUE(post_retry(
-                  pair.recv.get(),
-                  [&](Request** r) { return pair.recv->irecv(2, data, caps, tags, regions, r); },
-                  &rr)
-                  .ok());
+  ASSERT_TRUE(irecv_group_retry(pair.recv.get(), 2, data, caps, tags, &rr).ok());
   expect_mismatch_fails_both_sides(tc(), &pair, rr, out, 9, {"tag 9", "tags 3, 5"});
 }
 

@@ -136,6 +136,14 @@ inline Status irecv_retry(RecvChannel* recv, void* data, size_t capacity, int ta
       request);
 }
 
+// A grouped receive of n buffers (no registrations).
+inline Status irecv_group_retry(RecvChannel* recv, int n, void* const* data, const size_t* sizes,
+                                const int* tags, Request** request) {
+  MemoryRegion* const regions[kMaxGroupedRecvs] = {};
+  return post_retry(
+      recv, [&](Request** r) { return recv->irecv(n, data, sizes, tags, regions, r); }, request);
+}
+
 // Tests both requests from this thread until both are done, sleeping in poll() on both
 // channels' descriptors when neither moved. A null request counts as done.
 inline Status wait_both(SendChannel* send, Request* sr, RecvChannel* recv, Request* rr,
