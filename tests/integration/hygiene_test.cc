@@ -132,8 +132,9 @@ void expect_no_leaks(int cycles, bool fail) {
   std::string error;
   one_cycle(fail, &error);  // first use sets up what lives for the process (log sink, caches)
   ASSERT_EQ(error, "");
-  if (!fail)  // else the shared-memory count below would prove nothing
+  if (!fail) {  // else the shared-memory count below would prove nothing
     EXPECT_GT(g_mapped_while_running.load(), 0) << "the ranks did not talk over shared memory";
+  }
   one_cycle(fail, &error);
   const Usage before = usage();
   for (int i = 0; i < cycles && error.empty(); ++i) one_cycle(fail, &error);
