@@ -43,7 +43,9 @@ TEST(LocalTransport, EveryPeerOfOneHostUsesSharedMemoryByDefault) {
   auto d = peer_descriptions(cluster);
   for (int r = 0; r < 3; ++r)
     for (int p = 0; p < 3; ++p)
-      if (p != r) EXPECT_TRUE(is_shm(d[r][p])) << "rank " << r << " -> " << p << ": " << d[r][p];
+      if (p != r) {
+        EXPECT_TRUE(is_shm(d[r][p])) << "rank " << r << " -> " << p << ": " << d[r][p];
+      }
 }
 
 TEST(LocalTransport, LocalSizeDrawsNodesSharedMemoryInsideTcpBetween) {
@@ -56,7 +58,9 @@ TEST(LocalTransport, LocalSizeDrawsNodesSharedMemoryInsideTcpBetween) {
       if (p == r) continue;
       const bool same_node = r / 2 == p / 2;
       EXPECT_EQ(is_shm(d[r][p]), same_node) << "rank " << r << " -> " << p << ": " << d[r][p];
-      if (!same_node) EXPECT_NE(d[r][p].find("tcp"), std::string::npos) << d[r][p];
+      if (!same_node) {
+        EXPECT_NE(d[r][p].find("tcp"), std::string::npos) << d[r][p];
+      }
     }
   }
 }
@@ -71,9 +75,10 @@ TEST(LocalTransport, NoneOrAForcedNetworkTransportKeepsEveryoneOnIt) {
     auto d = peer_descriptions(cluster);
     for (int r = 0; r < 3; ++r)
       for (int p = 0; p < 3; ++p)
-        if (p != r)
+        if (p != r) {
           EXPECT_FALSE(is_shm(d[r][p]))
               << setting << ": rank " << r << " -> " << p << ": " << d[r][p];
+        }
   }
 }
 
