@@ -81,36 +81,6 @@ constexpr ciuic_op_t kOps[] = {CIUIC_SUM, CIUIC_PROD, CIUIC_MIN, CIUIC_MAX, CIUI
 constexpr Collective kCollectives[] = {Collective::kAllreduce, Collective::kReduceScatter,
                                        Collective::kAllgather};
 
-// bfloat16 holds integers exactly only up to 256 (see schedule_test.cc).
-bool exact(ciuic_datatype_t t, ciuic_op_t op, int n) {
-  if (t != CIUIC_BFLOAT16) return true;
-  return op == CIUIC_PROD ? n <= 24 : n <= 48;
-}
-
-std::vector<Placement> placements(Collective c) {
-  if (c == Collective::kReduceScatter)
-    return {Placement::kOutOfPlace, Placement::kInPlace, Placement::kInPlaceMpi, Placement::kMixed};
-  return {Placement::kOutOfPlace, Placement::kInPlace, Placement::kMixed};
-}
-
-class Sweep {
- public:
-  void run(const Case& c) {
-    ++cases_;
-    const std::string bad = run_case(c);
-    if (bad.empty()) return;
-    if (++failures_ <= 5) ADD_FAILURE() << c.describe() << ": " << bad;
-  }
-  ~Sweep() {
-    EXPECT_EQ(failures_, 0) << "of " << cases_ << " cases";
-    EXPECT_GT(cases_, 0);
-  }
-
- private:
-  int cases_ = 0;
-  int failures_ = 0;
-};
-
 Case hier_case(Collective c, int n, Nodes nodes, size_t count, int variant) {
   Case k;
   k.collective = c;

@@ -41,28 +41,10 @@ std::vector<size_t> counts_for(int n) {
   return {unique.begin(), unique.end()};
 }
 
-std::vector<Placement> placements(Collective c) {
-  switch (c) {
-    case Collective::kReduceScatter:
-      return {Placement::kOutOfPlace, Placement::kInPlace, Placement::kInPlaceMpi, Placement::kMixed};
-    case Collective::kAllreduce: case Collective::kAllgather: case Collective::kReduce:
-    case Collective::kAlltoall: case Collective::kBroadcast:
-      return {Placement::kOutOfPlace, Placement::kInPlace, Placement::kMixed};
-    default: return {Placement::kOutOfPlace};
-  }
-}
-
 std::vector<int> roots(Collective c, int n) {
   if (c != Collective::kBroadcast && c != Collective::kReduce) return {0};
   std::set<int> unique = {0, 1 % n, n / 2, n - 1};
   return {unique.begin(), unique.end()};
-}
-
-// bfloat16 holds integers exactly only up to 256: keep its sums (5 per rank at most)
-// and products there, so every summation order gives the reference's result.
-bool exact(ciuic_datatype_t t, ciuic_op_t op, int n) {
-  if (t != CIUIC_BFLOAT16) return true;
-  return op == CIUIC_PROD ? n <= 24 : n <= 48;
 }
 
 // The hierarchical algorithms get nodes here (their own sweep over node layouts is
@@ -80,25 +62,6 @@ std::shared_ptr<const std::vector<int>> nodes_for(const std::string& algorithm, 
   for (int r = 0; r < n; ++r) v.push_back(r / per);
   return std::make_shared<const std::vector<int>>(v);
 }
-
-// Runs cases, reporting the first few failures with the case that failed.
-class Sweep {
- public:
-  void run(const Case& c) {
-    ++cases_;
-    const std::string bad = run_case(c);
-    if (bad.empty()) return;
-    if (++failures_ <= 5) ADD_FAILURE() << c.describe() << ": " << bad;
-  }
-  ~Sweep() {
-    EXPECT_EQ(failures_, 0) << "of " << cases_ << " cases";
-    EXPECT_GT(cases_, 0);
-  }
-
- private:
-  int cases_ = 0;
-  int failures_ = 0;
-};
 
 // The main sweep of one collective with every algorithm registered for it, at
 // `chunk_bytes` / `slots`; datatypes rotate across cases so each rank count meets several.

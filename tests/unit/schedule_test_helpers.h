@@ -4,6 +4,8 @@
 // included), and compared with an independent reference. Returns "" or what went wrong.
 #pragma once
 
+#include <gtest/gtest.h>
+
 #include <algorithm>
 #include <cstring>
 #include <map>
@@ -499,5 +501,43 @@ inline std::string run_case(const Case& c) {
   }
   return "";
 }
+
+// The placements a collective's schedules are checked in.
+inline std::vector<Placement> placements(Collective c) {
+  switch (c) {
+    case Collective::kReduceScatter:
+      return {Placement::kOutOfPlace, Placement::kInPlace, Placement::kInPlaceMpi, Placement::kMixed};
+    case Collective::kAllreduce: case Collective::kAllgather: case Collective::kReduce:
+    case Collective::kAlltoall: case Collective::kBroadcast:
+      return {Placement::kOutOfPlace, Placement::kInPlace, Placement::kMixed};
+    default: return {Placement::kOutOfPlace};
+  }
+}
+
+// bfloat16 holds integers exactly only up to 256: keep its sums (5 per rank at most)
+// and products there, so every summation order gives the reference's result.
+inline bool exact(ciuic_datatype_t t, ciuic_op_t op, int n) {
+  if (t != CIUIC_BFLOAT16) return true;
+  return op == CIUIC_PROD ? n <= 24 : n <= 48;
+}
+
+// Runs cases, reporting the first few failures with the case that failed.
+class Sweep {
+ public:
+  void run(const Case& c) {
+    ++cases_;
+    const std::string bad = run_case(c);
+    if (bad.empty()) return;
+    if (++failures_ <= 5) ADD_FAILURE() << c.describe() << ": " << bad;
+  }
+  ~Sweep() {
+    EXPECT_EQ(failures_, 0) << "of " << cases_ << " cases";
+    EXPECT_GT(cases_, 0);
+  }
+
+ private:
+  int cases_ = 0;
+  int failures_ = 0;
+};
 
 }  // namespace ciuic::coll::schedule_testing
