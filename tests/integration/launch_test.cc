@@ -140,6 +140,30 @@ TEST(RunLocal, RankKilledBySignalIsNamed) {
   EXPECT_NE(result.failure.find("killed by SIGSEGV"), std::string::npos) << result.failure;
 }
 
+// A rank that notices a peer's death can exit before the killed process has finished
+// dying: the killed rank, found within a moment, is still the one named.
+TEST(RunLocal, RankKilledJustAfterASiblingExitedIsTheCulprit) {
+  LaunchOptions options =
+      sh_ranks(2, "if [ \"$CIUIC_RANK\" = 1 ]; then exit 3; fi; sleep 0.1; kill -KILL $$");
+  options.grace_ms = 5000;
+  LaunchResult result;
+  ASSERT_TRUE(run_local(options, &result).ok());
+  EXPECT_EQ(result.exit_code, 128 + SIGKILL) << result.failure;
+  EXPECT_NE(result.failure.find("rank 0"), std::string::npos) << result.failure;
+  EXPECT_NE(result.failure.find("killed by SIGKILL"), std::string::npos) << result.failure;
+}
+
+// Past the window, the first failure stands.
+TEST(RunLocal, RankKilledLongAfterASiblingFailedDoesNotTakeTheBlame) {
+  LaunchOptions options =
+      sh_ranks(2, "if [ \"$CIUIC_RANK\" = 1 ]; then exit 3; fi; sleep 1.5; kill -KILL $$");
+  options.grace_ms = 5000;
+  LaunchResult result;
+  ASSERT_TRUE(run_local(options, &result).ok());
+  EXPECT_EQ(result.exit_code, 3) << result.failure;
+  EXPECT_NE(result.failure.find("rank 1"), std::string::npos) << result.failure;
+}
+
 TEST(RunLocal, MissingProgramIsAClearError) {
   LaunchOptions options;
   options.nranks = 4;

@@ -35,6 +35,10 @@ constexpr int kExecReportMs = 10000;
 constexpr int kDrainAfterExitMs = 1000;
 // poll() wakes at least this often, so deadlines are checked even if a signal is lost.
 constexpr int kPollCapMs = 100;
+// How long after a rank exits with an error a rank killed by a signal may still be named
+// the culprit instead: a process with large mappings takes milliseconds to finish dying,
+// and over shared memory its peers hear of it in microseconds.
+constexpr int kCulpritWindowMs = 500;
 
 struct Rank {
   int index = 0;
@@ -110,7 +114,8 @@ std::vector<std::string> rank_environment(const LaunchOptions& options, int rank
   for (const std::string& o : overrides) ifname_given |= env_name(o) == "CIUIC_SOCKET_IFNAME";
   for (char** entry = environ; entry != nullptr && *entry != nullptr; ++entry)
     ifname_given |= env_name(*entry) == "CIUIC_SOCKET_IFNAME";
-  if (!ifname_given && (options.root_host.rfind("127.", 0) == 0 || options.root_host == "localhost"))
+  if (!ifname_given &&
+      (options.root_host.rfind("127.", 0) == 0 || options.root_host == "localhost"))
     overrides.push_back("CIUIC_SOCKET_IFNAME=lo");
 
   std::vector<std::string> env;
@@ -228,6 +233,10 @@ class Launch {
   int forwarded_signals_ = 0;
   std::optional<Deadline> kill_deadline_;  // set once the job is going down
   std::string kill_reason_;
+  // Set while the verdict is a rank that exited with an error: a rank found killed by a
+  // signal before this passes is the likelier culprit (ranks that notice a death can exit
+  // before the killed process has finished dying) and takes the verdict over.
+  std::optional<Deadline> signal_may_take_over_;
 };
 
 Status Launch::start() {
@@ -345,6 +354,14 @@ void Launch::reap(bool blocking) {
       fail(describe_exit(*rank, wait_status), exit_code_of(wait_status));
       kill_reason_ = "rank " + std::to_string(rank->index) + " failed";
       if (running_count() > 0) kill_deadline_ = Deadline::after_ms(options_.grace_ms);
+      if (!WIFSIGNALED(wait_status)) signal_may_take_over_ = Deadline::after_ms(kCulpritWindowMs);
+    } else if (WIFSIGNALED(wait_status) && signal_may_take_over_ &&
+               !signal_may_take_over_->expired()) {
+      CIUIC_LOG_WARN(log::kInit, "also: %s", result_->failure.c_str());
+      result_->failure = describe_exit(*rank, wait_status);
+      result_->exit_code = exit_code_of(wait_status);
+      kill_reason_ = "rank " + std::to_string(rank->index) + " failed";
+      signal_may_take_over_.reset();
     } else {
       CIUIC_LOG_WARN(log::kInit, "also: %s", describe_exit(*rank, wait_status).c_str());
     }
