@@ -1,7 +1,11 @@
 // Plugin lifecycle, device properties and connection setup.
 #include "plugins/nccl/plugin_core.h"
 
+#include <net/if.h>
 #include <sched.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -24,6 +28,36 @@ namespace {
 const config::StringParam kNetTransport{
     "CIUIC_NET_TRANSPORT", "auto",
     "Transport of the NCCL net plugin: auto (the first that works here) or a name (tcp)"};
+const config::IntParam kNetSpeedMbps{
+    "CIUIC_NET_SPEED_MBPS", 0,
+    "Link speed the NCCL plugin reports, in Mb/s; 0: the device's own (loopback: 400000; "
+    "10000 where the kernel reports none, e.g. a virtual interface)"};
+
+// NCCL sizes its channel count from the reported speed. Loopback has no wire: its limit is
+// the cores' copies, which the TCP transport's I/O threads take to 24 GB/s (190 Gb/s) on a
+// 32-core host, so it is reported as a link of that class. At 10 Gb/s NCCL would open two
+// channels, and two channels cap it near 9.5 GB/s (docs/nccl-plugin.md).
+constexpr int kLoopbackSpeedMbps = 400000;
+constexpr int kUnknownSpeedMbps = 10000;  // what NCCL's own Socket transport assumes
+
+bool is_loopback_interface(const std::string& name) {
+  if (name.empty() || name.size() >= IFNAMSIZ) return false;
+  const int fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return false;
+  ifreq request{};
+  std::memcpy(request.ifr_name, name.c_str(), name.size());
+  const bool loopback =
+      ::ioctl(fd, SIOCGIFFLAGS, &request) == 0 && (request.ifr_flags & IFF_LOOPBACK) != 0;
+  ::close(fd);
+  return loopback;
+}
+
+int reported_speed_mbps(const transport::DeviceProperties& d) {
+  const int64_t forced = kNetSpeedMbps.get();
+  if (forced > 0 && forced <= INT32_MAX) return static_cast<int>(forced);
+  if (d.speed_mbps > 0) return d.speed_mbps;
+  return is_loopback_interface(d.name) ? kLoopbackSpeedMbps : kUnknownSpeedMbps;
+}
 
 // One per NCCL communicator (v11), or the one shared context of NCCL before 2.28.
 struct Context {
@@ -307,7 +341,7 @@ ncclResult_t get_properties(int dev, ncclNetProperties_v11_t* props) {
     props->ptrSupport = NCCL_PTR_HOST;
     props->regIsGlobal = d.registration_is_global ? 1 : 0;
     props->forceFlush = 0;  // flushes matter only for GPUDirect receives
-    props->speed = d.speed_mbps > 0 ? d.speed_mbps : 10000;
+    props->speed = reported_speed_mbps(d);
     props->port = d.port;
     props->latency = d.latency_us;
     props->maxComms = d.max_comms > 0 ? d.max_comms : 65536;

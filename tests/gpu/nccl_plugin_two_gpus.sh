@@ -44,7 +44,9 @@ run() {
   fi
   local via
   via=$(grep -o "via NET/[A-Za-z0-9_]*\|via P2P/[A-Za-z0-9_]*" "$log" | sort | uniq -c | tr '\n' ' ')
-  echo "=== $label $mode $test (exit $rc; $via)"
+  local channels
+  channels=$(grep -m1 -o "Channel 00/[0-9]*" "$log" | sed 's|.*/||')
+  echo "=== $label $mode $test (exit $rc; $via; ${channels:-?} channels)"
   grep -E "^ +[0-9]+ |Avg bus|Out of bounds" "$log"
   if [ $rc -ne 0 ] || grep -qE "Out of bounds values : [1-9]" "$log"; then status=1; echo "!!! failed"; fi
   case $label in ciuic*) grep -q "via NET/ciuic" "$log" || { echo "!!! not through the plugin"; status=1; } ;; esac
@@ -70,12 +72,26 @@ for phase in $PHASES; do
         CIUIC_TCP_SOCKETS=8 CIUIC_TCP_THREADS=7
       run ciuic-small g2 all_reduce_perf "-b 8 -e 64K -f 8" "-n 50 -w 10" $NET_ONLY $CIUIC
       run socket-small g2 all_reduce_perf "-b 8 -e 64K -f 8" "-n 50 -w 10" $NET_ONLY $SOCKET ;;
-    variants)  # I/O thread settings of the plugin, beside Socket 4x4 again
-      run ciuic-8x7-64K g2 all_reduce_perf "$SPEED_SIZES" "-n 10 -w 3" $NET_ONLY $CIUIC \
-        CIUIC_TCP_SOCKETS=8 CIUIC_TCP_THREADS=7 CIUIC_TCP_MIN_STRIPE_BYTES=64K
-      run ciuic-4x3-128K g2 all_reduce_perf "$SPEED_SIZES" "-n 10 -w 3" $NET_ONLY $CIUIC \
-        CIUIC_TCP_THREADS=3 CIUIC_TCP_MIN_STRIPE_BYTES=128K
-      run socket4x4 g2 all_reduce_perf "$SPEED_SIZES" "-n 10 -w 3" $NET_ONLY $SOCKET4X4 ;;
+    variants)  # I/O settings of the plugin beside Socket and Socket 4x4, one call
+      run ciuic g2 all_reduce_perf "$SPEED_SIZES" "-n 10 -w 3" $NET_ONLY $CIUIC
+      run ciuic-200G g2 all_reduce_perf "$SPEED_SIZES" "-n 10 -w 3" $NET_ONLY $CIUIC \
+        CIUIC_NET_SPEED_MBPS=200000
+      run ciuic-8x7 g2 all_reduce_perf "$SPEED_SIZES" "-n 10 -w 3" $NET_ONLY $CIUIC \
+        CIUIC_TCP_SOCKETS=8 CIUIC_TCP_THREADS=7
+      run ciuic g2 all_gather_perf "$SPEED_SIZES" "-n 10 -w 3" $NET_ONLY $CIUIC
+      run socket g2 all_reduce_perf "$SPEED_SIZES" "-n 10 -w 3" $NET_ONLY $SOCKET
+      run socket4x4 g2 all_reduce_perf "$SPEED_SIZES" "-n 10 -w 3" $NET_ONLY $SOCKET4X4
+      run socket4x4 g2 all_gather_perf "$SPEED_SIZES" "-n 10 -w 3" $NET_ONLY $SOCKET4X4
+      run ciuic-small g2 all_reduce_perf "-b 8 -e 64K -f 8" "-n 50 -w 10" $NET_ONLY $CIUIC
+      run socket-small g2 all_reduce_perf "-b 8 -e 64K -f 8" "-n 50 -w 10" $NET_ONLY $SOCKET ;;
+    channels)  # what bounds the network path: NCCL's channel count, or the transport
+      for extra in "" NCCL_MIN_NCHANNELS=4 NCCL_MIN_NCHANNELS=8 CIUIC_NET_SPEED_MBPS=100000 \
+                   CIUIC_NET_SPEED_MBPS=400000; do
+        run "ciuic${extra:+-$extra}" g2 all_reduce_perf "$SPEED_SIZES" "-n 10 -w 3" $NET_ONLY $CIUIC $extra
+      done
+      run socket4x4 g2 all_reduce_perf "$SPEED_SIZES" "-n 10 -w 3" $NET_ONLY $SOCKET4X4
+      run socket4x4-NCCL_MIN_NCHANNELS=4 g2 all_reduce_perf "$SPEED_SIZES" "-n 10 -w 3" $NET_ONLY \
+        $SOCKET4X4 NCCL_MIN_NCHANNELS=4 ;;
     mpi)  # two processes, one GPU each
       for t in $TESTS; do
         run ciuic np2 "$t" "${MPI_SIZES:-"-b 8 -e 1G -f 16"}" "-n 2 -w 1" $NET_ONLY $CIUIC

@@ -6,6 +6,9 @@
 #
 #   NCCL_TESTS_BUILD=/path/to/nccl-tests/build tests/gpu/nccl_plugin_two_hosts.sh [out-dir]
 #
+#   SIZES="-b 8 -e 512M -f 4", ITERS="-n 20 -w 5", TESTS="all_reduce_perf ..." (the plugin's
+#   runs; Socket runs all-reduce only), CIUIC_ENV="K=V ..." (added to the plugin's runs)
+#
 # nccl-tests must be built with MPI=1. The plugin is taken from $PLUGIN_DIR
 # (default build/plugins/nccl). Prints each run's table; exits non-zero if a run fails,
 # reports a wrong result, or did not go through the plugin.
@@ -43,7 +46,7 @@ run() {
   case $label in ciuic*) grep -q "via NET/ciuic" "$log" || { echo "!!! not through the plugin"; status=1; } ;; esac
 }
 
-for t in all_reduce_perf all_gather_perf reduce_scatter_perf alltoall_perf sendrecv_perf; do
+for t in ${TESTS:-all_reduce_perf all_gather_perf reduce_scatter_perf alltoall_perf sendrecv_perf}; do
   run ciuic "$t" NCCL_NET_PLUGIN=ciuic NCCL_NET=ciuic CIUIC_SOCKET_IFNAME=lo ${CIUIC_ENV:-}
 done
 run socket all_reduce_perf NCCL_NET_PLUGIN=none NCCL_NET=Socket NCCL_SOCKET_IFNAME=lo

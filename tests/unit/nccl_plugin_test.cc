@@ -90,6 +90,22 @@ TEST_F(NcclPluginTest, TcpThreadsFollowTheCoreCountUnlessSet) {
   unsetenv("CIUIC_TCP_THREADS");
 }
 
+// NCCL sizes its channel count from the speed: CIUIC_NET_SPEED_MBPS sets it where the
+// interface's own is wrong or missing, and nonsense falls back to the interface's.
+TEST_F(NcclPluginTest, SpeedOverrideIsReportedAndNonsenseIgnored) {
+  for (const auto& [value, expected] :
+       std::vector<std::pair<const char*, int>>{{"25000", 25000}, {"-5", 400000}, {"0", 400000}}) {
+    setenv("CIUIC_NET_SPEED_MBPS", value, 1);
+    void* ctx = init_v11();
+    ASSERT_NE(ctx, nullptr);
+    ncclNetProperties_v11_t p;
+    ASSERT_EQ(v11_->getProperties(0, &p), ncclSuccess);
+    EXPECT_EQ(p.speed, expected) << "CIUIC_NET_SPEED_MBPS=" << value;
+    EXPECT_EQ(v11_->finalize(ctx), ncclSuccess);
+  }
+  unsetenv("CIUIC_NET_SPEED_MBPS");
+}
+
 TEST_F(NcclPluginTest, ExportsEveryVersionWithHostOnlyOptionalMembersNull) {
   const auto* v10 = lib_.table<ncclNet_v10_t>("ncclNetPlugin_v10");
   const auto* v9 = lib_.table<ncclNet_v9_t>("ncclNetPlugin_v9");
@@ -127,7 +143,7 @@ TEST_F(NcclPluginTest, PropertiesFillEveryField) {
     EXPECT_EQ(p.ptrSupport, NCCL_PTR_HOST);
     EXPECT_TRUE(p.regIsGlobal == 0 || p.regIsGlobal == 1);
     EXPECT_EQ(p.forceFlush, 0);
-    EXPECT_EQ(p.speed, 10000) << "lo reports no speed: NCCL's default is given";
+    EXPECT_EQ(p.speed, 400000) << "loopback: a link of the class its copies reach";
     EXPECT_GE(p.port, 0);
     EXPECT_GE(p.latency, 0.0f);
     EXPECT_GT(p.maxComms, 0);
@@ -157,7 +173,7 @@ TEST_F(NcclPluginTest, PropertiesFillEveryField) {
   EXPECT_TRUE(p8.pciPath == nullptr || std::strncmp(p8.pciPath, "/sys", 4) == 0);
   EXPECT_EQ(p8.ptrSupport, NCCL_PTR_HOST);
   EXPECT_TRUE(p8.regIsGlobal == 0 || p8.regIsGlobal == 1);
-  EXPECT_EQ(p8.speed, 10000);
+  EXPECT_EQ(p8.speed, 400000);
   EXPECT_GE(p8.port, 0);
   EXPECT_GE(p8.latency, 0.0f);
   EXPECT_GT(p8.maxComms, 0);

@@ -5,12 +5,14 @@
 // their bytes: the Threads3 cases of transport_conformance_test.cc.
 #include <dirent.h>
 #include <gtest/gtest.h>
+#include <sys/socket.h>
 
 #include <atomic>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "transports/tcp/tcp_channel.h"
 #include "unit/tcp_test_helpers.h"
 
 namespace ciuic::transport {
@@ -160,6 +162,97 @@ TEST_F(TcpWorkersTest, AbortFromAnotherThreadWhileWorkersRunEndsBothSidesPromptl
     EXPECT_NE(remote.message().find("127.0.0.1"), std::string::npos) << remote.message();
   }
   EXPECT_EQ(thread_count(), threads_before);
+}
+
+// The sender's handshake says whether split messages leave stripe 0 out; the receiver
+// follows it whatever its own CIUIC_TCP_THREADS says. Every pairing of sender and receiver
+// settings, over connected socket pairs so each side is built with its own setting.
+TEST(TcpStripeLayoutTest, EitherSideMayRunWithOrWithoutThreadsInEitherLayout) {
+  ScopedConfig min_piece("CIUIC_TCP_MIN_STRIPE_BYTES", "4K");
+  const std::vector<size_t> sizes = {8193, 0, 1, 4096, 8192, (size_t{2} << 20) + 5, 12288,
+                                     65536, 100000, (size_t{9} << 20) - 3, 5, 16384};
+  std::vector<StreamMessage> messages;
+  for (size_t i = 0; i < sizes.size(); ++i)
+    messages.push_back({sizes[i], sizes[i] + 100, static_cast<int>(i), i % 2 == 0});
+  for (const char* send_threads : {"0", "3"}) {
+    for (const char* recv_threads : {"0", "3"}) {
+      for (bool off : {false, true}) {
+        SCOPED_TRACE(std::string("sender threads ") + send_threads + ", receiver threads " +
+                     recv_threads + (off ? ", pieces off stripe 0" : ", pieces from stripe 0"));
+        std::vector<net::Fd> send_fds, recv_fds;
+        for (int s = 0; s < 4; ++s) {
+          int fds[2];
+          ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, fds), 0);
+          send_fds.emplace_back(fds[0]);
+          recv_fds.emplace_back(fds[1]);
+        }
+        ChannelPair pair;
+        {
+          ScopedConfig threads("CIUIC_TCP_THREADS", send_threads);
+          pair.send = std::make_unique<tcp::TcpSendChannel>(std::move(send_fds), "peer", 4096, off);
+        }
+        {
+          ScopedConfig threads("CIUIC_TCP_THREADS", recv_threads);
+          pair.recv = std::make_unique<tcp::TcpRecvChannel>(std::move(recv_fds), "peer", 4096, off);
+        }
+        stream_over(pair, false, messages, 6);
+        if (HasFatalFailure()) return;
+      }
+    }
+  }
+}
+
+TEST(TcpStripeLayoutTest, PiecesOffStripe0LeaveStripe0ToHeadersAndSmallMessages) {
+  const uint64_t min = 65536;
+  // Below two minimum pieces: whole on stripe 0 in both layouts.
+  for (bool off : {false, true}) {
+    tcp::StripeLayout l = tcp::split_message(2 * min - 1, 4, min, off);
+    EXPECT_EQ(l.first, 0);
+    EXPECT_EQ(l.pieces, 1);
+    EXPECT_EQ(l.length(0), 2 * min - 1);
+  }
+  // 512 KiB over 4 sockets: four pieces from stripe 0, or three from stripe 1.
+  tcp::StripeLayout from0 = tcp::split_message(512 * 1024, 4, min, false);
+  tcp::StripeLayout off0 = tcp::split_message(512 * 1024, 4, min, true);
+  EXPECT_EQ(from0.first, 0);
+  EXPECT_EQ(from0.pieces, 4);
+  EXPECT_EQ(off0.first, 1);
+  EXPECT_EQ(off0.pieces, 3);
+  EXPECT_EQ(off0.length(0), 0u);
+  uint64_t covered = 0;
+  for (int s = 1; s < 4; ++s) {
+    EXPECT_EQ(off0.offset(s), covered) << "stripe " << s;
+    EXPECT_EQ(off0.offset(s) % 4096, 0u) << "stripe " << s;
+    covered += off0.length(s);
+  }
+  EXPECT_EQ(covered, 512u * 1024);
+  // Two sockets: the one piece goes whole on stripe 1; one socket: stripe 0 as ever.
+  tcp::StripeLayout two = tcp::split_message(1 << 20, 2, min, true);
+  EXPECT_EQ(two.first, 1);
+  EXPECT_EQ(two.pieces, 1);
+  EXPECT_EQ(two.length(1), 1u << 20);
+  tcp::StripeLayout one = tcp::split_message(1 << 20, 1, min, true);
+  EXPECT_EQ(one.first, 0);
+  EXPECT_EQ(one.length(0), 1u << 20);
+}
+
+TEST(TcpStripeLayoutTest, HelloCarriesTheLayoutFlagAndRefusesUnknownFlags) {
+  tcp::StripeHello hello;
+  hello.channel_id = 42;
+  hello.stripe_index = 1;
+  hello.stripe_count = 4;
+  hello.flags = tcp::kHelloPiecesOffStripe0;
+  hello.min_stripe_bytes = 65536;
+  uint8_t bytes[tcp::kStripeHelloBytes];
+  tcp::encode_hello(hello, bytes);
+  tcp::StripeHello back;
+  ASSERT_TRUE(tcp::decode_hello(bytes, sizeof(bytes), &back).ok());
+  EXPECT_EQ(back.flags, tcp::kHelloPiecesOffStripe0);
+  EXPECT_EQ(back.min_stripe_bytes, 65536u);
+  bytes[12] |= 0x80;  // a flag this version does not know
+  Status s = tcp::decode_hello(bytes, sizeof(bytes), &back);
+  EXPECT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("unknown stripe flags 0x00000080"), std::string::npos) << s.message();
 }
 
 TEST_F(TcpWorkersTest, ThousandOpenCloseCyclesLeakNoThreadOrDescriptor) {

@@ -249,15 +249,12 @@ inline std::vector<StreamMessage> random_stream(int count, size_t max, size_t la
   return out;
 }
 
-// Streams the messages from one thread to another with up to `depth` in flight on each
-// side, registered and unregistered buffers on either side, and checks every byte and
-// size, and that nothing lands past a message. A transport whose sends do not wait for
-// their receives must take each send at once.
-inline void stream_messages(Transport* t, bool sends_wait_for_receives,
-                            const std::vector<StreamMessage>& messages, int depth) {
-  ChannelPair pair;
-  Status s = connect_pair(t, &pair);
-  ASSERT_TRUE(s.ok()) << s.to_string();
+// Streams the messages over `pair` from one thread to another with up to `depth` in
+// flight on each side, registered and unregistered buffers on either side, and checks
+// every byte and size, and that nothing lands past a message. A transport whose sends do
+// not wait for their receives must take each send at once.
+inline void stream_over(ChannelPair& pair, bool sends_wait_for_receives,
+                        const std::vector<StreamMessage>& messages, int depth) {
   const int count = static_cast<int>(messages.size());
   Status send_status;
   std::thread sender([&] {
@@ -345,6 +342,15 @@ inline void stream_messages(Transport* t, bool sends_wait_for_receives,
   sender.join();
   EXPECT_TRUE(send_status.ok()) << send_status.to_string();
   EXPECT_EQ(bad, 0);
+}
+
+// The same over a fresh channel of `t`.
+inline void stream_messages(Transport* t, bool sends_wait_for_receives,
+                            const std::vector<StreamMessage>& messages, int depth) {
+  ChannelPair pair;
+  Status s = connect_pair(t, &pair);
+  ASSERT_TRUE(s.ok()) << s.to_string();
+  stream_over(pair, sends_wait_for_receives, messages, depth);
 }
 
 }  // namespace ciuic::transport::transport_test

@@ -26,11 +26,12 @@ Status decode_abort_header(const uint8_t* in, size_t* reason_bytes) {
 }  // namespace
 
 StripedChannel::StripedChannel(std::vector<net::Fd> stripes, std::string peer,
-                               uint64_t min_stripe_bytes, StripeWorkers::Direction direction,
-                               int threads)
+                               uint64_t min_stripe_bytes, bool pieces_off_stripe0,
+                               StripeWorkers::Direction direction, int threads)
     : stripes_(std::move(stripes)),
       peer_(std::move(peer)),
       min_stripe_bytes_(min_stripe_bytes),
+      pieces_off_stripe0_(pieces_off_stripe0),
       peer_abort_(kFrameHeaderBytes, &decode_abort_header) {
   Status s = StripeWorkers::start(direction, stripes_, threads, &workers_);
   if (!s.ok()) {

@@ -1,7 +1,8 @@
 // Striped TCP channels: one logical, unidirectional channel over S sockets ("stripes").
 //
-// Stripe 0 carries a 16-byte frame header before every message and that message's first
-// piece; stripe k carries piece k of each message large enough to be split (tcp_wire.h).
+// Stripe 0 carries a 16-byte frame header before every message and, unless the sender
+// keeps pieces off stripe 0, that message's first piece; the other stripes carry the
+// pieces of each message large enough to be split (tcp_wire.h).
 // Each stripe is an ordered stream, so both sides walk the message list per stripe with
 // a cursor and no per-piece framing is needed. Payload moves straight between the
 // user's buffers and the kernel (sendmsg / recv), never through a staging copy.
@@ -11,8 +12,8 @@
 // held only for non-blocking work, so abort() from another thread waits boundedly.
 //
 // With CIUIC_TCP_THREADS > 0 the pieces on stripes 1..S-1 move on I/O threads
-// (tcp_workers.h) while the caller's thread keeps stripe 0: headers, small messages and
-// piece 0. The workers never take the channel's mutex; they count pieces down in the
+// (tcp_workers.h) while the caller's thread keeps stripe 0: headers and small messages
+// (the sender then keeps every piece off stripe 0). The workers never take the channel's mutex; they count pieces down in the
 // requests and post to an eventfd that collect_poll_fds() includes.
 #pragma once
 
@@ -40,10 +41,14 @@ namespace ciuic::transport::tcp {
 class StripedChannel {
  public:
   StripedChannel(std::vector<net::Fd> stripes, std::string peer, uint64_t min_stripe_bytes,
-                 StripeWorkers::Direction direction, int threads);
+                 bool pieces_off_stripe0, StripeWorkers::Direction direction, int threads);
 
   int stripe_count() const { return static_cast<int>(stripes_.size()); }
   std::string describe() const;
+  // The stripes a message of `size` bytes takes (the sender's rules, from its handshake).
+  StripeLayout layout_of(uint64_t size) const {
+    return split_message(size, stripe_count(), min_stripe_bytes_, pieces_off_stripe0_);
+  }
   // Sockets need no registration: trivial regions for host memory, others refused.
   Status register_region(void* data, size_t size, int pointer_kind,
                          std::unique_ptr<MemoryRegion>* out);
@@ -66,6 +71,7 @@ class StripedChannel {
   std::vector<net::Fd> stripes_;
   std::string peer_;
   uint64_t min_stripe_bytes_;
+  bool pieces_off_stripe0_;  // split messages leave stripe 0 out (kHelloPiecesOffStripe0)
   std::unique_ptr<StripeWorkers> workers_;  // null: no I/O threads (CIUIC_TCP_THREADS=0)
   mutable std::mutex mutex_;
   Status failed_;           // sticky: once set every later call returns it
@@ -91,7 +97,8 @@ struct SendRequest final : Request {
 
 class TcpSendChannel final : public common::ChannelOver<SendChannel, StripedChannel> {
  public:
-  TcpSendChannel(std::vector<net::Fd> stripes, std::string peer, uint64_t min_stripe_bytes);
+  TcpSendChannel(std::vector<net::Fd> stripes, std::string peer, uint64_t min_stripe_bytes,
+                 bool pieces_off_stripe0);
   ~TcpSendChannel() override;  // joins the I/O threads before the requests go
 
   void abort(std::string_view reason) override;
@@ -133,7 +140,8 @@ struct IncomingMessage {
 
 class TcpRecvChannel final : public common::ChannelOver<RecvChannel, StripedChannel> {
  public:
-  TcpRecvChannel(std::vector<net::Fd> stripes, std::string peer, uint64_t min_stripe_bytes);
+  TcpRecvChannel(std::vector<net::Fd> stripes, std::string peer, uint64_t min_stripe_bytes,
+                 bool pieces_off_stripe0);
   ~TcpRecvChannel() override;  // joins the I/O threads before the requests go
 
   void abort(std::string_view reason) override;

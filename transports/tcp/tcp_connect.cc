@@ -80,13 +80,15 @@ Status TcpListener::decide(Pending* p, const std::vector<uint8_t>& payload,
     Group g;
     g.stripe_count = hello.stripe_count;
     g.min_stripe_bytes = hello.min_stripe_bytes;
+    g.flags = hello.flags;
     g.stripes.resize(g.stripe_count);
     g.peer = p->peer;
     g.deadline = Deadline::after_ms(handshake_timeout_ms());
     it = groups_.emplace(hello.channel_id, std::move(g)).first;
   }
   Group& g = it->second;
-  if (g.stripe_count != hello.stripe_count || g.min_stripe_bytes != hello.min_stripe_bytes)
+  if (g.stripe_count != hello.stripe_count || g.min_stripe_bytes != hello.min_stripe_bytes ||
+      g.flags != hello.flags)
     return invalid_argument("stripe parameters differ from the channel's other stripes");
   if (g.stripes[hello.stripe_index].valid() || g.claimed(hello.stripe_index))
     return invalid_argument("stripe " + std::to_string(hello.stripe_index) + " arrived twice");
@@ -105,7 +107,8 @@ Status TcpListener::after_handshake(Pending* p, bool* finished) {
   if (++g.arrived == g.stripe_count) {
     CIUIC_LOG_TRACE(log::kNet, "%s: channel from %s with %d stripes", where().c_str(),
                     g.peer.c_str(), g.stripe_count);
-    deliver(std::make_unique<TcpRecvChannel>(std::move(g.stripes), g.peer, g.min_stripe_bytes));
+    deliver(std::make_unique<TcpRecvChannel>(std::move(g.stripes), g.peer, g.min_stripe_bytes,
+                                             (g.flags & kHelloPiecesOffStripe0) != 0));
     groups_.erase(it);
   }
   return Status::Ok();
@@ -142,6 +145,10 @@ Status TcpConnector::create(const ConnectHandle& handle, int64_t handshake_timeo
   net::random_bytes(&hello.channel_id, sizeof(hello.channel_id));
   hello.stripe_count = static_cast<uint16_t>(count);
   hello.min_stripe_bytes = c->min_stripe_bytes_;
+  // With I/O threads every piece of a split message goes to them: the caller's thread
+  // (NCCL's one proxy thread, under the plugin) keeps only headers and small messages.
+  c->pieces_off_stripe0_ = configured_threads() > 0 && count > 1;
+  if (c->pieces_off_stripe0_) hello.flags |= kHelloPiecesOffStripe0;
   c->stripes_.resize(static_cast<size_t>(count));
   for (int i = 0; i < count; ++i) {
     hello.stripe_index = static_cast<uint16_t>(i);
@@ -179,7 +186,8 @@ Status TcpConnector::progress(std::unique_ptr<SendChannel>* out) {
   if (done < stripes_.size()) return Status::Ok();
   std::vector<net::Fd> fds;
   for (common::Dial& s : stripes_) fds.push_back(s.take_fd());
-  *out = std::make_unique<TcpSendChannel>(std::move(fds), remote_.to_string(), min_stripe_bytes_);
+  *out = std::make_unique<TcpSendChannel>(std::move(fds), remote_.to_string(), min_stripe_bytes_,
+                                          pieces_off_stripe0_);
   finished_ = true;
   return Status::Ok();
 }

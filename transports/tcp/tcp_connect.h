@@ -38,6 +38,7 @@ class TcpListener final : public common::AuthenticatedListener {
   struct Group {
     uint16_t stripe_count = 0;
     uint64_t min_stripe_bytes = 0;
+    uint32_t flags = 0;
     std::vector<net::Fd> stripes;
     uint32_t claimed_mask = 0;  // stripes whose handshake was accepted (maybe still sending)
     int arrived = 0;
@@ -74,6 +75,7 @@ class TcpConnector final : public Connector {
 
   net::SocketAddress remote_;
   uint64_t min_stripe_bytes_ = 0;
+  bool pieces_off_stripe0_ = false;
   std::vector<common::Dial> stripes_;
   Status failed_;
   bool finished_ = false;

@@ -12,8 +12,8 @@
 namespace ciuic::transport::tcp {
 
 TcpRecvChannel::TcpRecvChannel(std::vector<net::Fd> stripes, std::string peer,
-                               uint64_t min_stripe_bytes)
-    : ChannelOver(std::move(stripes), std::move(peer), min_stripe_bytes,
+                               uint64_t min_stripe_bytes, bool pieces_off_stripe0)
+    : ChannelOver(std::move(stripes), std::move(peer), min_stripe_bytes, pieces_off_stripe0,
                   StripeWorkers::Direction::kReceive, configured_threads()) {}
 
 TcpRecvChannel::~TcpRecvChannel() {
@@ -212,10 +212,10 @@ Status TcpRecvChannel::accept_header(bool* held) {
   m.request = r;
   m.slot = slot;
   m.size = h.size;
-  m.layout = split_message(h.size, stripe_count(), min_stripe_bytes_);
+  m.layout = layout_of(h.size);
   int worker_pieces = 0;
   if (workers_) {
-    for (int i = 1; i < m.layout.pieces; ++i) worker_pieces += m.layout.length(i) > 0 ? 1 : 0;
+    for (int i = 1; i < m.layout.end(); ++i) worker_pieces += m.layout.length(i) > 0 ? 1 : 0;
     m.stripes_left = (m.layout.length(0) > 0 ? 1 : 0) + (worker_pieces > 0 ? 1 : 0);
     m.on_workers = worker_pieces > 0;
   } else {
@@ -228,7 +228,7 @@ Status TcpRecvChannel::accept_header(bool* held) {
   }
   if (worker_pieces > 0) {
     r->worker_pieces[slot].store(worker_pieces, std::memory_order_relaxed);
-    for (int i = 1; i < m.layout.pieces; ++i) {
+    for (int i = 1; i < m.layout.end(); ++i) {
       if (m.layout.length(i) == 0) continue;
       workers_->submit(i, PieceJob{r->data[slot] + m.layout.offset(i), m.layout.length(i), h.size,
                                    &r->worker_pieces[slot]});

@@ -16,8 +16,8 @@ constexpr int kMaxIov = 64;
 }  // namespace
 
 TcpSendChannel::TcpSendChannel(std::vector<net::Fd> stripes, std::string peer,
-                               uint64_t min_stripe_bytes)
-    : ChannelOver(std::move(stripes), std::move(peer), min_stripe_bytes,
+                               uint64_t min_stripe_bytes, bool pieces_off_stripe0)
+    : ChannelOver(std::move(stripes), std::move(peer), min_stripe_bytes, pieces_off_stripe0,
                   StripeWorkers::Direction::kSend, configured_threads()) {}
 
 TcpSendChannel::~TcpSendChannel() {
@@ -86,11 +86,11 @@ Status TcpSendChannel::isend(const void* data, size_t size, int tag, MemoryRegio
   r->data = static_cast<const uint8_t*>(data);
   r->size = size;
   encode_frame({FrameType::kData, tag, size}, r->header);
-  r->layout = split_message(size, stripe_count(), min_stripe_bytes_);
+  r->layout = layout_of(size);
   for (int s = 0; s < stripe_count(); ++s) r->stripes_left += r->segment(s) > 0 ? 1 : 0;
   // Pieces 1.. go to the I/O threads now; stripe 0 (header and piece 0) leaves below.
   if (workers_) {
-    for (int s = 1; s < r->layout.pieces; ++s) {
+    for (int s = std::max(1, r->layout.first); s < r->layout.end(); ++s) {
       if (r->layout.length(s) == 0) continue;
       workers_->submit(s, PieceJob{const_cast<uint8_t*>(r->data) + r->layout.offset(s),
                                    r->layout.length(s), r->size, &r->stripes_left});

@@ -12,6 +12,7 @@ void encode_hello(const StripeHello& in, uint8_t out[kStripeHelloBytes]) {
   put_u64(out, in.channel_id);
   put_u16(out + 8, in.stripe_index);
   put_u16(out + 10, in.stripe_count);
+  put_u32(out + 12, in.flags);
   put_u64(out + 16, in.min_stripe_bytes);
 }
 
@@ -22,7 +23,14 @@ Status decode_hello(const uint8_t* data, size_t size, StripeHello* out) {
   out->channel_id = get_u64(data);
   out->stripe_index = get_u16(data + 8);
   out->stripe_count = get_u16(data + 10);
+  out->flags = get_u32(data + 12);
   out->min_stripe_bytes = get_u64(data + 16);
+  if ((out->flags & ~kHelloKnownFlags) != 0)
+    return invalid_argument("unknown stripe flags 0x" + [&] {
+      char hex[9];
+      std::snprintf(hex, sizeof(hex), "%08x", out->flags & ~kHelloKnownFlags);
+      return std::string(hex);
+    }());
   if (out->stripe_count < 1 || out->stripe_count > kMaxStripes)
     return invalid_argument("stripe count " + std::to_string(out->stripe_count) +
                             " outside 1.." + std::to_string(kMaxStripes));
@@ -61,12 +69,20 @@ Status decode_frame(const uint8_t in[kFrameHeaderBytes], FrameHeader* out) {
   return Status::Ok();
 }
 
-StripeLayout split_message(uint64_t size, int stripes, uint64_t min_piece) {
+StripeLayout split_message(uint64_t size, int stripes, uint64_t min_piece,
+                           bool pieces_off_stripe0) {
   constexpr uint64_t kAlign = 4096;
   StripeLayout layout;
   min_piece = std::max<uint64_t>(min_piece, 1);
-  uint64_t pieces = std::min<uint64_t>(static_cast<uint64_t>(std::max(stripes, 1)), size / min_piece);
-  if (pieces < 2) pieces = 1;
+  stripes = std::max(stripes, 1);
+  // Below two minimum pieces a message is not split: whole on stripe 0, next to its header.
+  if (size / min_piece < 2) {
+    layout.bounds[1] = size;
+    return layout;
+  }
+  const bool off = pieces_off_stripe0 && stripes > 1;
+  layout.first = off ? 1 : 0;
+  uint64_t pieces = std::min<uint64_t>(static_cast<uint64_t>(stripes - layout.first), size / min_piece);
   layout.pieces = static_cast<int>(pieces);
   layout.bounds[0] = 0;
   for (uint64_t i = 1; i < pieces; ++i) {

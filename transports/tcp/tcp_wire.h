@@ -3,7 +3,7 @@
 // payload is split over the stripes. Everything is little-endian with fixed sizes.
 //
 //   handle   {u32 magic, u16 version, u16 zero, u8 address[20], u8 token[16]}      44 bytes
-//   stripe   {u64 channel_id, u16 stripe_index, u16 stripe_count, u32 zero,
+//   stripe   {u64 channel_id, u16 stripe_index, u16 stripe_count, u32 flags,
 //             u64 min_stripe_bytes}                                                24 bytes
 //   frame    {u32 marker|type, i32 tag, u64 size} on stripe 0 before each message, 16 bytes;
 //            DATA: then `size` payload bytes split over the stripes (see StripeLayout);
@@ -42,10 +42,16 @@ inline constexpr common::SocketHandleCodec kHandle{
     {kHandleMagic, kWireVersion, "a TCP transport handle", "TCP"}};
 
 // ---- stripe handshake payload ----
+// Flag: split messages leave stripe 0 out (only headers and unsplit messages travel
+// there), so a sender with I/O threads keeps every bulk byte off the caller's thread.
+constexpr uint32_t kHelloPiecesOffStripe0 = 1u;
+constexpr uint32_t kHelloKnownFlags = kHelloPiecesOffStripe0;
+
 struct StripeHello {
   uint64_t channel_id = 0;
   uint16_t stripe_index = 0;
   uint16_t stripe_count = 0;
+  uint32_t flags = 0;  // kHello* bits; the receiver refuses bits it does not know
   uint64_t min_stripe_bytes = 0;
 };
 constexpr size_t kStripeHelloBytes = 24;
@@ -67,18 +73,24 @@ Status decode_frame(const uint8_t in[kFrameHeaderBytes], FrameHeader* out);
 
 // ---- payload split ----
 // Where each stripe's piece of a `size`-byte message lies. Deterministic in (size,
-// stripes, min_piece) so that both sides compute it alone: a message below 2*min_piece
-// stays on stripe 0; otherwise it is cut into min(stripes, size / min_piece) pieces of
-// nearly equal size whose boundaries are 4 KiB aligned (page-aligned copies in the kernel).
+// stripes, min_piece, pieces_off_stripe0) so that both sides compute it alone: a message
+// below 2*min_piece stays whole on stripe 0; otherwise it is cut into pieces of nearly
+// equal size whose boundaries are 4 KiB aligned (page-aligned copies in the kernel), one
+// per stripe from `first`: min(stripes, size / min_piece) pieces from stripe 0, or, with
+// pieces_off_stripe0, min(stripes - 1, size / min_piece) pieces from stripe 1.
 struct StripeLayout {
-  int pieces = 1;
+  int first = 0;   // the stripe carrying piece 0
+  int pieces = 1;  // pieces on stripes first .. first + pieces - 1
   uint64_t bounds[kMaxStripes + 1] = {};
 
-  uint64_t offset(int stripe) const { return stripe < pieces ? bounds[stripe] : 0; }
+  int end() const { return first + pieces; }  // one past the last stripe with a piece
+  bool has(int stripe) const { return stripe >= first && stripe < end(); }
+  uint64_t offset(int stripe) const { return has(stripe) ? bounds[stripe - first] : 0; }
   uint64_t length(int stripe) const {
-    return stripe < pieces ? bounds[stripe + 1] - bounds[stripe] : 0;
+    return has(stripe) ? bounds[stripe - first + 1] - bounds[stripe - first] : 0;
   }
 };
-StripeLayout split_message(uint64_t size, int stripes, uint64_t min_piece);
+StripeLayout split_message(uint64_t size, int stripes, uint64_t min_piece,
+                           bool pieces_off_stripe0 = false);
 
 }  // namespace ciuic::transport::tcp

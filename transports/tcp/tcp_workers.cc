@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cinttypes>
 #include <system_error>
 
@@ -24,6 +25,10 @@ const config::IntParam kThreads{
 constexpr int kMaxIov = 64;
 // A worker re-checks its state at least this often even if nothing wakes it.
 constexpr int kWorkerPollMs = 100;
+// How long an idle worker waits for its next job before it sleeps. A thread woken through
+// an eventfd takes tens of microseconds to run again on a busy host, and a stream of
+// messages (NCCL's steps, a pipeline's chunks) comes back sooner than that.
+constexpr int64_t kIdleSpinMicros = 50;
 
 void signal_fd(int fd) {
   uint64_t one = 1;
@@ -107,6 +112,7 @@ void StripeWorkers::stop_and_join() {
       std::lock_guard<std::mutex> lock(w->mutex);
       w->stop = true;
     }
+    w->stop_requested.store(true, std::memory_order_relaxed);
     signal_fd(w->wake_fd.get());
   }
   for (auto& w : workers_) {
@@ -123,6 +129,7 @@ void StripeWorkers::submit(int stripe, const PieceJob& job) {
       if (q.stripe == stripe) {
         q.jobs.push_back(job);
         ++w->submitted;
+        w->submitted_seen.store(w->submitted, std::memory_order_release);
         break;
       }
     }
@@ -225,8 +232,23 @@ bool StripeWorkers::move_some(Worker* w, StripeQueue* q, bool* progress, bool* w
   }
 }
 
+bool StripeWorkers::spin_for_job(Worker* w, uint64_t seen) {
+  using Clock = std::chrono::steady_clock;
+  const Clock::time_point until = Clock::now() + std::chrono::microseconds(kIdleSpinMicros);
+  for (int round = 1;; ++round) {
+    if (w->submitted_seen.load(std::memory_order_acquire) != seen) return true;
+    if (w->stop_requested.load(std::memory_order_relaxed)) return false;
+    if (round % 64 == 0) {
+      if (Clock::now() >= until) return false;
+      std::this_thread::yield();  // where threads outnumber cores, let the producer run
+    }
+  }
+}
+
 void StripeWorkers::run(Worker* w) {
+  using Clock = std::chrono::steady_clock;
   std::vector<pollfd> fds;
+  Clock::time_point blocked_since{};  // when every socket with work last stopped moving
   for (;;) {
     bool any_job = false;
     uint64_t seen = 0;
@@ -235,9 +257,17 @@ void StripeWorkers::run(Worker* w) {
       if (w->stop) return;
       seen = w->submitted;
       for (const StripeQueue& q : w->queues) any_job |= !q.jobs.empty();
-      w->sleeping = !any_job;
     }
     if (!any_job) {
+      if (spin_for_job(w, seen)) continue;
+      {
+        // A job queued since `seen` was counted under this mutex: go and take it. Later
+        // ones see `sleeping` and write the wake eventfd.
+        std::lock_guard<std::mutex> lock(w->mutex);
+        if (w->stop) return;
+        if (w->submitted != seen) continue;
+        w->sleeping = true;
+      }
       pollfd p{w->wake_fd.get(), POLLIN, 0};
       ::poll(&p, 1, kWorkerPollMs);
       if (p.revents != 0) drain_fd(w->wake_fd.get());
@@ -254,10 +284,21 @@ void StripeWorkers::run(Worker* w) {
         fds.push_back(
             pollfd{q.fd, static_cast<short>(direction_ == Direction::kSend ? POLLOUT : POLLIN), 0});
     }
-    if (progress || fds.empty()) continue;
-    // Every socket with work is full (or empty): sleep until one is ready. A job that came
-    // since this round began may be for a ready socket: go round again instead; later ones
-    // wake us through `sleeping` as above.
+    if (progress || fds.empty()) {
+      blocked_since = {};
+      continue;
+    }
+    // Every socket with work is full (or empty). The peer's next bytes are usually a few
+    // microseconds away: retry for a while before sleeping until one is ready.
+    const Clock::time_point now = Clock::now();
+    if (blocked_since == Clock::time_point{}) blocked_since = now;
+    if (now - blocked_since < std::chrono::microseconds(kIdleSpinMicros)) {
+      std::this_thread::yield();
+      continue;
+    }
+    blocked_since = {};
+    // Sleep. A job that came since this round began may be for a ready socket: go round
+    // again instead; later ones wake us through `sleeping` as above.
     {
       std::lock_guard<std::mutex> lock(w->mutex);
       if (w->stop) return;

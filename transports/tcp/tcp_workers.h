@@ -1,16 +1,18 @@
 // I/O workers for a striped channel: threads that move the payload pieces of stripes
 // 1..S-1, so that the pieces of a large message are copied by several cores at once.
 //
-// Stripe 0 (frame headers, small messages, piece 0, the ABORT frames, tag matching) stays
-// with the caller's thread, so a small message never waits for a thread hop. The caller
+// Stripe 0 (frame headers, small messages, the ABORT frames, tag matching) stays with the
+// caller's thread, so a small message never waits for a thread hop. The caller
 // hands over one PieceJob per piece; each stripe belongs to one worker, which walks that
 // stripe's jobs in order with one gathering sendmsg / scattering recvmsg per call, without
 // the channel's mutex. Finished pieces are counted down in the job's counter and posted to
 // an eventfd, which the caller polls (collect_poll_fds) and drains (reap).
 //
-// Waits: a worker sleeps in poll() on its sockets and its wake eventfd for at most
-// kWorkerPollMs at a time, so stop() is seen at once and join() is bounded by one
-// non-blocking system call.
+// Waits: a worker that runs out of jobs, or whose sockets are all full (send) or empty
+// (receive), keeps trying for kIdleSpinMicros, yielding the core between tries (a
+// message stream hands it the next piece or bytes sooner than a sleeping thread wakes),
+// then sleeps in poll() on its sockets and its wake eventfd for at most kWorkerPollMs at a time, so stop() is seen
+// at once and join() is bounded by one non-blocking system call.
 #pragma once
 
 #include <sys/uio.h>
@@ -85,12 +87,17 @@ class StripeWorkers {
     bool sleeping = false;
     bool stop = false;
     uint64_t submitted = 0;  // jobs ever queued here
+    std::atomic<uint64_t> submitted_seen{0};  // `submitted`, readable without the mutex
+    std::atomic<bool> stop_requested{false};  // `stop`, readable without the mutex
     net::Fd wake_fd;         // eventfd: new work while sleeping, or stop
     std::thread thread;
   };
 
   StripeWorkers(Direction direction) : direction_(direction) {}
   void run(Worker* w);
+  // Spins while no job arrives after the `seen`-th, for at most kIdleSpinMicros; true if
+  // one arrived.
+  static bool spin_for_job(Worker* w, uint64_t seen);
   // Moves what one stripe's socket takes now. *progress: bytes moved; *would_block: the
   // socket is full (send) or empty (receive). Returns false after a failure.
   bool move_some(Worker* w, StripeQueue* q, bool* progress, bool* would_block);
