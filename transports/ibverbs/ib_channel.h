@@ -27,6 +27,8 @@ namespace ciuic::transport::ib {
 
 #if CIUIC_HAVE_VERBS_H
 
+struct ChannelTestAccess;  // ib_testing.cc
+
 // What register_memory returns: a reference to a cached registration, or (dmabuf) its own.
 class IbRegion final : public MemoryRegion {
  public:
@@ -68,6 +70,7 @@ class IbChannelCore {
   IbChannelCore(std::unique_ptr<Endpoint> endpoint, net::Fd side, std::string peer_address,
                 const char* role);
   ~IbChannelCore();
+  friend struct ChannelTestAccess;
 
  protected:
   // Takes the channel's mutex: registration may come from another thread.
@@ -148,6 +151,7 @@ class IbSendChannel final : public common::ChannelOver<SendChannel, IbChannelCor
   Status test(Request* request, bool* done, size_t* size) override;
 
  private:
+  friend struct ChannelTestAccess;
   Status on_completion(const ibv_wc& wc) override;
   bool has_unfinished() const override;
   Status refuse_send(Status why);  // fails the channel here and tells the receiver why
@@ -192,6 +196,7 @@ class IbRecvChannel final : public common::ChannelOver<RecvChannel, IbChannelCor
   Status test(Request* request, bool* done, size_t* sizes) override;
 
  private:
+  friend struct ChannelTestAccess;
   Status on_completion(const ibv_wc& wc) override;
   bool has_unfinished() const override;
   Status finish_ready();  // completes receives whose IMMs all arrived, in order
