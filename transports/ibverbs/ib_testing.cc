@@ -23,35 +23,11 @@ struct ChannelTestAccess {
     force_error(static_cast<IbChannelCore*>(c));
     return Status::Ok();
   }
-  static Status unfinished(const SendChannel* channel, std::vector<const Request*>* out) {
-    auto* c = dynamic_cast<const IbSendChannel*>(channel);
-    if (c == nullptr) return invalid_argument("unfinished_requests: not an ibverbs send channel");
-    std::lock_guard<std::mutex> lock(c->mutex_);
-    out->clear();
-    for (const IbSendRequest& r : c->requests_)
-      if (r.in_use && r.pending_wrs > 0) out->push_back(&r);
-    return Status::Ok();
-  }
-  static Status unfinished(const RecvChannel* channel, std::vector<const Request*>* out) {
-    auto* c = dynamic_cast<const IbRecvChannel*>(channel);
-    if (c == nullptr) return invalid_argument("unfinished_requests: not an ibverbs receive channel");
-    std::lock_guard<std::mutex> lock(c->mutex_);
-    out->clear();
-    for (const IbRecvRequest& r : c->requests_)
-      if (r.in_use && !r.done) out->push_back(&r);
-    return Status::Ok();
-  }
 };
 
 namespace testing {
 Status force_queue_pair_error(SendChannel* channel) { return ChannelTestAccess::force_error(channel); }
 Status force_queue_pair_error(RecvChannel* channel) { return ChannelTestAccess::force_error(channel); }
-Status unfinished_requests(const SendChannel* channel, std::vector<const Request*>* out) {
-  return ChannelTestAccess::unfinished(channel, out);
-}
-Status unfinished_requests(const RecvChannel* channel, std::vector<const Request*>* out) {
-  return ChannelTestAccess::unfinished(channel, out);
-}
 }  // namespace testing
 
 #else
@@ -59,12 +35,6 @@ Status unfinished_requests(const RecvChannel* channel, std::vector<const Request
 namespace testing {
 Status force_queue_pair_error(SendChannel*) { return unsupported("built without <infiniband/verbs.h>"); }
 Status force_queue_pair_error(RecvChannel*) { return unsupported("built without <infiniband/verbs.h>"); }
-Status unfinished_requests(const SendChannel*, std::vector<const Request*>*) {
-  return unsupported("built without <infiniband/verbs.h>");
-}
-Status unfinished_requests(const RecvChannel*, std::vector<const Request*>*) {
-  return unsupported("built without <infiniband/verbs.h>");
-}
 }  // namespace testing
 
 #endif

@@ -4,8 +4,6 @@
 // reaches it.
 #pragma once
 
-#include <vector>
-
 #include "base/status.h"
 #include "transports/transport.h"
 
@@ -16,10 +14,5 @@ namespace ciuic::transport::ib::testing {
 // the flushed completions, like of any other error.
 Status force_queue_pair_error(SendChannel* channel);
 Status force_queue_pair_error(RecvChannel* channel);
-
-// The requests of `channel` not complete yet: sends with work requests still outstanding,
-// receives the sender has not closed yet.
-Status unfinished_requests(const SendChannel* channel, std::vector<const Request*>* out);
-Status unfinished_requests(const RecvChannel* channel, std::vector<const Request*>* out);
 
 }  // namespace ciuic::transport::ib::testing
