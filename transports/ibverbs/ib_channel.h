@@ -4,7 +4,8 @@
 //          channel: nobody spins at idle);
 //   isend  waits (returns no request) until its group's entries are there, matches its tag,
 //          RDMA WRITEs the payload (striped over the QPs when large) and, after the group's
-//          last send, one WRITE WITH IMM per QP — on QP 0 carrying the group's sizes;
+//          last send, one WRITE WITH IMM per QP — on QP 0 carrying the group's sizes (a
+//          group of one buffer: the payload's own WRITE WITH IMM, the size in the IMM);
 //   the receive is complete once every QP delivered its IMM for that sequence.
 // The TCP socket of the handshake stays open beside the QPs: its end or an ABORT frame
 // tells one side that the other died or gave up even when no RDMA traffic flows.
@@ -208,6 +209,9 @@ class IbRecvChannel final : public common::ChannelOver<RecvChannel, IbChannelCor
   uint64_t completed_seq_ = 0;  // first receive not yet complete
   std::array<IbRecvRequest, kMaxRequests> requests_;
   IbRecvRequest* by_slot_[kFifoSlots] = {};
+  // Per slot: the closing IMM carried the (single) size, and which (ib_fifo.h).
+  bool size_in_imm_[kFifoSlots] = {};
+  uint64_t imm_size_[kFifoSlots] = {};
   // Created on the first flush: a QP connected to itself, with its own CQ.
   std::unique_ptr<Endpoint> flush_ep_;
   std::array<IbFlushRequest, kMaxRequests> flushes_;
