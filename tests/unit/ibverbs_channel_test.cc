@@ -1,8 +1,8 @@
 // What only the ibverbs transport does, on a real RDMA device (Soft-RoCE in tests/rdma-vm,
 // or an adapter): messages striped over several queue pairs, staged and registered on the
 // fly; the GPUDirect flush; a peer process that dies; a queue pair forced into the error
-// state mid-stream. Skips, saying why, where no device is usable. The semantics every transport shares (sizes, grouped receives, errors, abort,
-// waking): ibverbs_conformance_test.cc.
+// state mid-stream. Skips, saying why, where no device is usable. The semantics every transport
+// shares (sizes, grouped receives, errors, abort, waking): ibverbs_conformance_test.cc.
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -177,8 +177,8 @@ class IbQueuePairErrorTest : public IbChannelTest, public ::testing::WithParamIn
 // Every failure names the channel's peer and a verbs completion status.
 void expect_names_peer_and_status(const Status& s, const std::string& peer) {
   EXPECT_EQ(s.code(), CIUIC_ERR_REMOTE) << s.message();
-  EXPECT_NE(s.message().find(peer), std::string::npos) << "without the peer " << peer << ": "
-                                                       << s.message();
+  EXPECT_NE(s.message().find(peer), std::string::npos)
+      << "without the peer " << peer << ": " << s.message();
   const bool flushed = s.message().find("IBV_WC_WR_FLUSH_ERR") != std::string::npos;
   const bool retries = s.message().find("IBV_WC_RETRY_EXC_ERR") != std::string::npos;
   EXPECT_TRUE(flushed || retries) << "without a verbs status: " << s.message();
@@ -209,9 +209,8 @@ TEST_P(IbQueuePairErrorTest, PendingRequestsFailOnBothSidesAndANewChannelWorks) 
     ASSERT_TRUE(wait_both(pair.send.get(), sends[i], pair.recv.get(), recvs[i], &got).ok());
     EXPECT_EQ(first_mismatch(in[i].data(), got, static_cast<uint64_t>(i)), -1);
   }
-  ASSERT_TRUE(isend_retry(pair.send.get(), out[kSentBefore].data(), kBytes, 0,
-                          &sends[kSentBefore])
-                  .ok());
+  ASSERT_TRUE(
+      isend_retry(pair.send.get(), out[kSentBefore].data(), kBytes, 0, &sends[kSentBefore]).ok());
   Status forced = force_sender ? ib::testing::force_queue_pair_error(pair.send.get())
                                : ib::testing::force_queue_pair_error(pair.recv.get());
   ASSERT_TRUE(forced.ok()) << forced.message();
@@ -265,8 +264,8 @@ TEST_P(IbQueuePairErrorTest, PendingRequestsFailOnBothSidesAndANewChannelWorks) 
   // The send just before the error and its receive: either outcome, but a named failure.
   for (const Status* s : {&send_outcome[kSentBefore].status, &recv_outcome[kSentBefore].status}) {
     if (!s->ok()) {
-      expect_names_peer_and_status(*s, s == &send_outcome[kSentBefore].status ? send_peer
-                                                                               : recv_peer);
+      expect_names_peer_and_status(*s,
+                                   s == &send_outcome[kSentBefore].status ? send_peer : recv_peer);
     }
   }
   int pending_sends = 0;

@@ -42,8 +42,8 @@ inline bool close_imm_with_size(uint64_t seq, uint64_t size, uint32_t* imm) {
 
 // What one closing IMM said.
 struct ClosedGroup {
-  uint64_t seq = 0;        // the receive it closed
-  bool has_size = false;   // the size rode in the IMM (a group of one buffer)
+  uint64_t seq = 0;       // the receive it closed
+  bool has_size = false;  // the size rode in the IMM (a group of one buffer)
   uint64_t size = 0;
 };
 

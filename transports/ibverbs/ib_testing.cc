@@ -13,28 +13,38 @@ struct ChannelTestAccess {
   }
   static Status force_error(SendChannel* channel) {
     auto* c = dynamic_cast<IbSendChannel*>(channel);
-    if (c == nullptr) return invalid_argument("force_queue_pair_error: not an ibverbs send channel");
+    if (c == nullptr)
+      return invalid_argument("force_queue_pair_error: not an ibverbs send channel");
     force_error(static_cast<IbChannelCore*>(c));
     return Status::Ok();
   }
   static Status force_error(RecvChannel* channel) {
     auto* c = dynamic_cast<IbRecvChannel*>(channel);
-    if (c == nullptr) return invalid_argument("force_queue_pair_error: not an ibverbs receive channel");
+    if (c == nullptr)
+      return invalid_argument("force_queue_pair_error: not an ibverbs receive channel");
     force_error(static_cast<IbChannelCore*>(c));
     return Status::Ok();
   }
 };
 
 namespace testing {
-Status force_queue_pair_error(SendChannel* channel) { return ChannelTestAccess::force_error(channel); }
-Status force_queue_pair_error(RecvChannel* channel) { return ChannelTestAccess::force_error(channel); }
+Status force_queue_pair_error(SendChannel* channel) {
+  return ChannelTestAccess::force_error(channel);
+}
+Status force_queue_pair_error(RecvChannel* channel) {
+  return ChannelTestAccess::force_error(channel);
+}
 }  // namespace testing
 
 #else
 
 namespace testing {
-Status force_queue_pair_error(SendChannel*) { return unsupported("built without <infiniband/verbs.h>"); }
-Status force_queue_pair_error(RecvChannel*) { return unsupported("built without <infiniband/verbs.h>"); }
+Status force_queue_pair_error(SendChannel*) {
+  return unsupported("built without <infiniband/verbs.h>");
+}
+Status force_queue_pair_error(RecvChannel*) {
+  return unsupported("built without <infiniband/verbs.h>");
+}
 }  // namespace testing
 
 #endif
