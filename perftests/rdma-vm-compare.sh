@@ -5,29 +5,33 @@
 # ratios (ciuic / perftest). Under emulation the absolute figures mean little; the ratio,
 # taken in the same guest minutes apart, is the point.
 #
-#   perftests/rdma-vm-compare.sh [--build DIR] [--nodes 1|2] [--repeat N]
+#   perftests/rdma-vm-compare.sh [--build DIR] [--baseline DIR] [--nodes 1|2] [--repeat N]
 #
 # --nodes 1 (default): both sides of each test on rxe0. --nodes 2: rxe_a -> rxe_b across
 # the guest's veth wire. --repeat N runs the whole set N times (the table shows each).
+# --baseline DIR: a second build (say, before a change) measured in the same boot right
+# after the first, in two more columns.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/.." && pwd)
 
 if [ "${1:-}" != --inside ]; then
-  build=$repo/build nodes=1 repeat=1
+  build=$repo/build baseline=- nodes=1 repeat=1
   while [ $# -gt 0 ]; do
     case "$1" in
       --build) build=$(cd "$2" && pwd); shift 2 ;;
+      --baseline) baseline=$(cd "$2" && pwd); shift 2 ;;
       --nodes) nodes=$2; shift 2 ;;
       --repeat) repeat=$2; shift 2 ;;
       *) sed -n '9p' "$0" | sed 's/^# *//' >&2; exit 2 ;;
     esac
   done
-  exec "$repo/tests/rdma-vm/run.sh" --nodes "$nodes" --timeout 500 -- "$0" --inside "$build" "$repeat"
+  limit=500; [ "$baseline" != - ] && limit=580
+  exec "$repo/tests/rdma-vm/run.sh" --nodes "$nodes" --timeout $limit -- "$0" --inside "$build" "$repeat" "$baseline"
 fi
 
 # --- inside the guest -------------------------------------------------------------------
-build=$2 repeat=$3
+build=$2 repeat=$3 baseline=${4:--}
 . "$repo/tests/rdma-vm/checks/lib.sh"
 perf=$build/perftests/ciuic-perf
 if [ "${RDMA_VM_NODES:-1}" = 2 ]; then
@@ -47,7 +51,7 @@ fi
 # Prints the result row or returns 1 with the output kept in $ciuic_log.
 ciuic_log=$(mktemp)
 ciuic_run() {
-  local mode=$1 bytes=$2 iters=$3 secret port pids=() rc=0
+  local mode=$1 bytes=$2 iters=$3 perf=${4:-$perf} secret port pids=() rc=0
   secret=$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')
   port=$((29500 + RANDOM % 1000))
   local root=127.0.0.1 a_env=(CIUIC_IB_HCA=$client_dev CIUIC_SOCKET_IFNAME=eth0)
@@ -70,13 +74,43 @@ ciuic_run() {
   wait "${pids[0]}" || rc=1
   wait "${pids[1]}" || rc=1
   cat "$ciuic_log.0" "$ciuic_log.1" > "$ciuic_log"
-  grep -m1 '^# transport' "$ciuic_log.0" > "$ciuic_log.transport" || true
+  [ "$perf" != "$build/perftests/ciuic-perf" ] || grep -m1 '^# transport' "$ciuic_log.0" > "$ciuic_log.transport" || true
   [ $rc = 0 ] || return 1
   awk '$1 ~ /^[0-9]+$/ {row = $0} END {if (row == "") exit 1; print row}' "$ciuic_log.0"
 }
 
+# One ciuic figure in the unit of the row ("failed" and the reason in ciuic_why otherwise).
+ciuic_value() {
+  local test=$1 bytes=$2 iters=$3 perf=$4 mode=bw n row
+  [ "$test" = send_lat ] && mode=lat
+  # ciuic-perf multiplies -n by 50 for sizes up to 64 KiB.
+  n=$iters; [ "$bytes" -le 65536 ] && n=$(((iters + 49) / 50))
+  if row=$(ciuic_run $mode "$bytes" "$n" "$perf"); then
+    # bw row: bytes iterations BW_average[GB/s] MsgRate -> MiB/s; lat row: bytes n t_min t_avg t_p50 t_p99.
+    if [ $mode = bw ]; then awk '{printf "%.2f", $3 * 1e9 / 1048576}' <<< "$row"; else awk '{print $5}' <<< "$row"; fi
+  else
+    echo failed
+  fi
+}
+# Why the last ciuic_value failed (it runs in a subshell: its variables do not come back).
+ciuic_failure() {
+  echo "$1 failed: $(grep -m1 -E 'rank [01]:|error|Error' "$ciuic_log" || tail -1 "$ciuic_log")"
+}
+ratio_of() {
+  if [[ "$1" =~ ^[0-9.]+$ ]] && [[ "$2" =~ ^[0-9.]+$ ]]; then
+    awk -v p="$1" -v c="$2" 'BEGIN {if (p > 0) printf "%.2f", c / p; else print "n/a"}'
+  else
+    echo n/a
+  fi
+}
+
 echo "# perftest vs ciuic ibverbs on $where, $(uname -r), $(nproc) vCPUs"
-printf "%-10s %-8s %16s %16s %8s\n" "test" "size" "perftest" "ciuic" "ratio"
+if [ "$baseline" != - ]; then
+  echo "# baseline: $baseline/perftests/ciuic-perf, measured right after ciuic ($build)"
+  printf "%-10s %-8s %16s %16s %8s %16s %8s\n" "test" "size" "perftest" "ciuic" "ratio" "baseline" "ratio"
+else
+  printf "%-10s %-8s %16s %16s %8s\n" "test" "size" "perftest" "ciuic" "ratio"
+fi
 results=()
 for round in $(seq "$repeat"); do
   for spec in "write_bw 65536 200 64KiB" "write_bw 1048576 20 1MiB" "send_lat 8 1000 8B"; do
@@ -90,24 +124,21 @@ for round in $(seq "$repeat"); do
       p_val=failed
     fi
     if [ $ciuic_ok = 1 ]; then
-      mode=bw; [ "$test" = send_lat ] && mode=lat
-      # ciuic-perf multiplies -n by 50 for sizes up to 64 KiB.
-      n=$iters; [ "$bytes" -le 65536 ] && n=$(((iters + 49) / 50))
-      if row=$(ciuic_run $mode "$bytes" "$n"); then
-        # bw row: bytes iterations BW_average[GB/s] MsgRate -> MiB/s; lat row: bytes n t_min t_avg t_p50 t_p99.
-        if [ $mode = bw ]; then c_val=$(awk '{printf "%.2f", $3 * 1e9 / 1048576}' <<< "$row"); else c_val=$(awk '{print $5}' <<< "$row"); fi
-      else
-        c_val=failed
-        ciuic_why="ciuic-perf transport $mode failed: $(grep -m1 -E 'rank [01]:|error|Error' "$ciuic_log" || tail -1 "$ciuic_log")"
-      fi
+      c_val=$(ciuic_value "$test" "$bytes" "$iters" "$perf")
+      [ "$c_val" != failed ] || ciuic_why=$(ciuic_failure "$perf")
     else
       c_val="-"
     fi
-    if [[ "$p_val" =~ ^[0-9.]+$ ]] && [[ "$c_val" =~ ^[0-9.]+$ ]]; then
-      ratio=$(awk -v p="$p_val" -v c="$c_val" 'BEGIN {if (p > 0) printf "%.2f", c / p; else print "n/a"}')
-    fi
+    ratio=$(ratio_of "$p_val" "$c_val")
     unit="MiB/s"; [ "$test" = send_lat ] && unit="us p50"
-    printf "%-10s %-8s %16s %16s %8s\n" "$test" "$label" "$p_val $unit" "$c_val $unit" "$ratio"
+    if [ "$baseline" != - ]; then
+      b_val=$(ciuic_value "$test" "$bytes" "$iters" "$baseline/perftests/ciuic-perf")
+      [ "$b_val" != failed ] || ciuic_why=$(ciuic_failure "$baseline/perftests/ciuic-perf")
+      printf "%-10s %-8s %16s %16s %8s %16s %8s\n" "$test" "$label" "$p_val $unit" "$c_val $unit" "$ratio" \
+        "$b_val $unit" "$(ratio_of "$p_val" "$b_val")"
+    else
+      printf "%-10s %-8s %16s %16s %8s\n" "$test" "$label" "$p_val $unit" "$c_val $unit" "$ratio"
+    fi
   done
 done
 [ -s "$ciuic_log.transport" ] && echo "# ciuic: $(sed 's/^# //' "$ciuic_log.transport")"

@@ -164,10 +164,10 @@ TEST(IbWire, HandleRoundTripAndHostileInput) {
   EXPECT_EQ(out.address.to_string(), "10.1.2.3:4567");
   EXPECT_EQ(out.token, in.token);
 
-  // The bytes earlier builds wrote: {u32 magic "CIBV", u16 version 1, u16 0, address,
-  // token}, the rest zero (old and new builds, and the NCCL plugin's handles, agree).
+  // The layout: {u32 magic "CIBV", u16 version 2, u16 0, address, token}, the rest zero
+  // (the NCCL plugin's handles are the same bytes).
   const std::string expected =
-      "43494256010000000200d7110a01020300000000000000000000000001080f161d242b323940474e555c636a";
+      "43494256020000000200d7110a01020300000000000000000000000001080f161d242b323940474e555c636a";
   std::string hex;
   char byte[3];
   for (size_t i = 0; i < kHandleBytes; ++i) {
@@ -184,6 +184,14 @@ TEST(IbWire, HandleRoundTripAndHostileInput) {
   bad = h;
   bad.bytes[4] = 9;
   EXPECT_NE(kHandle.decode(bad, &out).message().find("version"), std::string::npos);
+  // A handle of the builds before the size rode in the IMM (version 1) is refused, saying
+  // both versions: their receivers would take a sized IMM for a sequence number.
+  bad = h;
+  bad.bytes[4] = 1;
+  s = kHandle.decode(bad, &out);
+  EXPECT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("wire version 1, this build speaks 2"), std::string::npos)
+      << s.message();
   std::mt19937 rng(5);
   for (int round = 0; round < 2000; ++round) {  // random bytes never crash the decoder
     for (uint8_t& b : bad.bytes) b = static_cast<uint8_t>(rng());
@@ -364,6 +372,68 @@ TEST(IbImmCounters, CompleteOnlyWhenEveryQpDelivered) {
   EXPECT_FALSE(c.complete(1));
   EXPECT_FALSE(c.arrived(1, 5).ok());  // out of order on a QP
   EXPECT_FALSE(c.arrived(3, 0).ok());  // no such QP
+}
+
+// The closing IMM's two forms (ib_fifo.h): the sequence alone, or for a group of one
+// buffer flag | 7 sequence bits | 24-bit size.
+TEST(IbImmCounters, SizeRidesInTheImmediateWhenItFits) {
+  uint32_t imm = 0;
+  for (uint64_t size : {uint64_t{0}, uint64_t{1}, uint64_t{4096}, uint64_t{1} << 20, kMaxImmSize}) {
+    ASSERT_TRUE(close_imm_with_size(300, size, &imm)) << size;
+    EXPECT_TRUE(imm & kImmSizeFlag);
+    ImmCounters c(1);
+    for (uint32_t seq = 0; seq < 300; ++seq) ASSERT_TRUE(c.arrived(0, close_imm(seq)).ok());
+    ClosedGroup closed;
+    ASSERT_TRUE(c.arrived(0, imm, &closed).ok()) << size;
+    EXPECT_EQ(closed.seq, 300u);
+    EXPECT_TRUE(closed.has_size);
+    EXPECT_EQ(closed.size, size);
+    EXPECT_TRUE(c.complete(300));
+  }
+  // Too large for 24 bits: the sender falls back to the sizes record.
+  EXPECT_FALSE(close_imm_with_size(0, kMaxImmSize + 1, &imm));
+  EXPECT_FALSE(close_imm_with_size(0, uint64_t{1} << 40, &imm));
+  // The plain form never sets the flag, however long the channel lives.
+  EXPECT_EQ(close_imm(5), 5u);
+  EXPECT_EQ(close_imm((uint64_t{1} << 31) + 5), 5u);
+  EXPECT_EQ(close_imm((uint64_t{1} << 32) + 7), 7u);
+  EXPECT_FALSE(close_imm(0xffffffffu) & kImmSizeFlag);
+}
+
+TEST(IbImmCounters, BothFormsInterleavedAcrossTheSequenceWrap) {
+  ImmCounters c(2);
+  std::mt19937 rng(11);
+  for (uint64_t seq = 0; seq < 1000; ++seq) {  // the 7 sequence bits wrap several times
+    const uint64_t size = rng() % (kMaxImmSize + 1);
+    uint32_t imm = close_imm(seq);
+    const bool sized = rng() % 2 == 0;
+    if (sized) {
+      ASSERT_TRUE(close_imm_with_size(seq, size, &imm));
+    }
+    ClosedGroup closed;
+    ASSERT_TRUE(c.arrived(0, imm, &closed).ok()) << seq;
+    EXPECT_EQ(closed.seq, seq);
+    EXPECT_EQ(closed.has_size, sized);
+    if (sized) {
+      EXPECT_EQ(closed.size, size);
+    }
+    EXPECT_FALSE(c.complete(seq));  // QP 1 has not closed it yet
+    ASSERT_TRUE(c.arrived(1, close_imm(seq)).ok());
+    EXPECT_TRUE(c.complete(seq));
+  }
+}
+
+TEST(IbImmCounters, SizedImmediateOutOfStepIsAnError) {
+  ImmCounters c(1);
+  ASSERT_TRUE(c.arrived(0, close_imm(0)).ok());
+  uint32_t imm = 0;
+  ASSERT_TRUE(close_imm_with_size(2, 64, &imm));  // sequence 2 where 1 is due
+  Status s = c.arrived(0, imm);
+  EXPECT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("out of step"), std::string::npos) << s.message();
+  ASSERT_TRUE(close_imm_with_size(1 + 128, 64, &imm));  // same low 7 bits as 1: accepted
+  EXPECT_TRUE(c.arrived(0, imm).ok());
+  EXPECT_EQ(c.count(0), 2u);
 }
 
 // ---- auto ----

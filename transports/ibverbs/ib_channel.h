@@ -4,7 +4,8 @@
 //          channel: nobody spins at idle);
 //   isend  waits (returns no request) until its group's entries are there, matches its tag,
 //          RDMA WRITEs the payload (striped over the QPs when large) and, after the group's
-//          last send, one WRITE WITH IMM per QP — on QP 0 carrying the group's sizes;
+//          last send, one WRITE WITH IMM per QP — on QP 0 carrying the group's sizes (a
+//          group of one buffer: the payload's own WRITE WITH IMM, the size in the IMM);
 //   the receive is complete once every QP delivered its IMM for that sequence.
 // The TCP socket of the handshake stays open beside the QPs: its end or an ABORT frame
 // tells one side that the other died or gave up even when no RDMA traffic flows.
@@ -26,6 +27,8 @@
 namespace ciuic::transport::ib {
 
 #if CIUIC_HAVE_VERBS_H
+
+struct ChannelTestAccess;  // ib_testing.cc
 
 // What register_memory returns: a reference to a cached registration, or (dmabuf) its own.
 class IbRegion final : public MemoryRegion {
@@ -68,6 +71,7 @@ class IbChannelCore {
   IbChannelCore(std::unique_ptr<Endpoint> endpoint, net::Fd side, std::string peer_address,
                 const char* role);
   ~IbChannelCore();
+  friend struct ChannelTestAccess;
 
  protected:
   // Takes the channel's mutex: registration may come from another thread.
@@ -148,6 +152,7 @@ class IbSendChannel final : public common::ChannelOver<SendChannel, IbChannelCor
   Status test(Request* request, bool* done, size_t* size) override;
 
  private:
+  friend struct ChannelTestAccess;
   Status on_completion(const ibv_wc& wc) override;
   bool has_unfinished() const override;
   Status refuse_send(Status why);  // fails the channel here and tells the receiver why
@@ -192,6 +197,7 @@ class IbRecvChannel final : public common::ChannelOver<RecvChannel, IbChannelCor
   Status test(Request* request, bool* done, size_t* sizes) override;
 
  private:
+  friend struct ChannelTestAccess;
   Status on_completion(const ibv_wc& wc) override;
   bool has_unfinished() const override;
   Status finish_ready();  // completes receives whose IMMs all arrived, in order
@@ -203,6 +209,9 @@ class IbRecvChannel final : public common::ChannelOver<RecvChannel, IbChannelCor
   uint64_t completed_seq_ = 0;  // first receive not yet complete
   std::array<IbRecvRequest, kMaxRequests> requests_;
   IbRecvRequest* by_slot_[kFifoSlots] = {};
+  // Per slot: the closing IMM carried the (single) size, and which (ib_fifo.h).
+  bool size_in_imm_[kFifoSlots] = {};
+  uint64_t imm_size_[kFifoSlots] = {};
   // Created on the first flush: a QP connected to itself, with its own CQ.
   std::unique_ptr<Endpoint> flush_ep_;
   std::array<IbFlushRequest, kMaxRequests> flushes_;

@@ -23,7 +23,8 @@ constexpr StatusText kTexts[] = {
     {IBV_WC_LOC_PROT_ERR, "IBV_WC_LOC_PROT_ERR", "local protection error",
      "a local buffer was not (or no longer) registered: was it freed during the operation?"},
     {IBV_WC_WR_FLUSH_ERR, "IBV_WC_WR_FLUSH_ERR", "flushed",
-     "the queue pair had already failed; the first error is the cause"},
+     "the queue pair was in the error state: an earlier error on it is the cause, or, if none "
+     "was reported, the adapter or its port failed (check dmesg and the link)"},
     {IBV_WC_MW_BIND_ERR, "IBV_WC_MW_BIND_ERR", "memory window bind error", ""},
     {IBV_WC_BAD_RESP_ERR, "IBV_WC_BAD_RESP_ERR", "bad response",
      "the peer answered with something unexpected: same ciuic version on both sides?"},

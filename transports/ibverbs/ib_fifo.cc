@@ -59,14 +59,27 @@ std::string SendFifo::tags_left() const {
   return out;
 }
 
-Status ImmCounters::arrived(int qp, uint32_t imm) {
+Status ImmCounters::arrived(int qp, uint32_t imm, ClosedGroup* closed) {
   if (qp < 0 || qp >= qps_) return internal_error("completion on unknown queue pair");
-  if (imm != static_cast<uint32_t>(counts_[qp]))
+  const uint64_t due = counts_[qp];
+  ClosedGroup c;
+  c.seq = due;
+  if (imm & kImmSizeFlag) {
+    const uint32_t mask = (1u << kImmSizedSeqBits) - 1;
+    const uint32_t seq_bits = imm >> kImmSizeBits & mask;
+    if (seq_bits != (static_cast<uint32_t>(due) & mask))
+      return internal_error("queue pair " + std::to_string(qp) + " completed a send ending in " +
+                            std::to_string(seq_bits) + " (mod " + std::to_string(mask + 1) +
+                            ") where " + std::to_string(due) + " was due: the peer is out of step");
+    c.has_size = true;
+    c.size = imm & kMaxImmSize;
+  } else if (imm != close_imm(due)) {
     return internal_error("queue pair " + std::to_string(qp) + " completed send " +
-                          std::to_string(imm) + " where " +
-                          std::to_string(static_cast<uint32_t>(counts_[qp])) +
+                          std::to_string(imm) + " where " + std::to_string(close_imm(due)) +
                           " was due: the peer is out of step");
+  }
   ++counts_[qp];
+  if (closed != nullptr) *closed = c;
   return Status::Ok();
 }
 

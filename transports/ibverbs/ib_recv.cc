@@ -51,7 +51,16 @@ Status IbRecvChannel::on_completion(const ibv_wc& wc) {
   int qp = ep_->qp_index(wc.qp_num);
   if (qp < 0) return internal_error("completion for an unknown QPN " + std::to_string(wc.qp_num));
   if (wc.opcode == IBV_WC_RECV_RDMA_WITH_IMM) {
-    CIUIC_RETURN_IF_ERROR(imms_.arrived(qp, ntohl(wc.imm_data)));
+    ClosedGroup closed;
+    CIUIC_RETURN_IF_ERROR(imms_.arrived(qp, ntohl(wc.imm_data), &closed));
+    if (closed.has_size) {
+      if (qp != 0)
+        return internal_error("a size arrived in an IMM on queue pair " + std::to_string(qp) +
+                              " (only queue pair 0 carries sizes)");
+      const size_t slot = static_cast<size_t>(closed.seq % kFifoSlots);
+      size_in_imm_[slot] = true;
+      imm_size_[slot] = closed.size;
+    }
     return ep_->post_recv(qp);
   }
   --sq_used_[qp];  // a FIFO write left
@@ -63,8 +72,14 @@ Status IbRecvChannel::finish_ready() {
     int slot = static_cast<int>(completed_seq_ % kFifoSlots);
     IbRecvRequest* r = by_slot_[slot];
     const SizesRecord& sizes = ep_->control->sizes[slot];
+    // A group of one buffer may have its size in the closing IMM instead of the record.
+    const bool size_in_imm = size_in_imm_[slot];
+    size_in_imm_[slot] = false;
+    if (size_in_imm && r->n != 1)
+      return internal_error("receive #" + std::to_string(r->seq) + " of " + std::to_string(r->n) +
+                            " buffers was closed with a single size in its IMM: the peer is out of step");
     for (int i = 0; i < r->n; ++i) {
-      uint64_t got = sizes.size[i];
+      uint64_t got = size_in_imm ? imm_size_[slot] : sizes.size[i];
       if (got > r->capacity[i])
         return internal_error("receive #" + std::to_string(r->seq) + ": the sender reports " +
                               std::to_string(got) + " bytes in a " + std::to_string(r->capacity[i]) +

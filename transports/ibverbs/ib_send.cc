@@ -173,13 +173,30 @@ Status IbSendChannel::isend(const void* data, size_t size, int tag, MemoryRegion
   int group_count = fifo_.count();
   fifo_.consume(index);
   if (last) {
-    // Close the group: QP 0's IMM carries the sizes; every QP's IMM follows its payload.
+    // A group of one buffer whose payload is at most one work request on QP 0: that
+    // request becomes the WRITE WITH IMM that closes the group on QP 0, its IMM carrying
+    // the size (ib_fifo.h), so the message is one work request. Otherwise QP 0's closing
+    // IMM carries the sizes record.
+    uint32_t sized_imm = 0;
+    const bool size_in_imm = group_count == 1 && stripes == 1 && chain_length[0] <= 1 &&
+                             close_imm_with_size(g, size, &sized_imm);
+    // Every QP's IMM follows its payload.
     for (int q = 0; q < qps; ++q) {
+      if (q == 0 && size_in_imm && chain_length[0] == 1) {
+        ibv_send_wr* wr = &chain_wrs_[0][0];
+        wr->opcode = IBV_WR_RDMA_WRITE_WITH_IMM;
+        wr->imm_data = htonl(sized_imm);
+        continue;
+      }
       auto [wr, sge] = append(q);
       wr->opcode = IBV_WR_RDMA_WRITE_WITH_IMM;
-      wr->imm_data = htonl(static_cast<uint32_t>(g));
       wr->wr.rdma.remote_addr = ep_->peer.sizes_addr + static_cast<uint64_t>(slot) * sizeof(SizesRecord);
       wr->wr.rdma.rkey = ep_->peer.sizes_rkey;
+      if (q == 0 && size_in_imm) {  // an empty message: a zero-length write with its IMM
+        wr->imm_data = htonl(sized_imm);
+        continue;
+      }
+      wr->imm_data = htonl(close_imm(g));
       if (q == 0) {
         size_t bytes = static_cast<size_t>(group_count) * sizeof(uint64_t);
         sge->addr = reinterpret_cast<uintptr_t>(&sizes);

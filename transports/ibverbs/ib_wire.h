@@ -25,7 +25,7 @@ namespace ciuic::transport::ib {
 
 constexpr uint32_t kHandleMagic = 0x56424943;     // "CIBV"
 constexpr uint32_t kHandshakeMagic = 0x53424943;  // "CIBS"
-constexpr uint16_t kWireVersion = 1;
+constexpr uint16_t kWireVersion = 2;  // 2: a group of one buffer may close with its size in the IMM
 constexpr int kMaxQps = 8;           // CIUIC_IB_QPS_PER_CONN upper bound
 constexpr int kFifoSlots = kMaxRequests;  // one per outstanding grouped receive
 constexpr size_t kMaxAbortReason = common::kMaxAbortReason;
