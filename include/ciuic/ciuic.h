@@ -58,7 +58,9 @@ typedef enum {
   CIUIC_BFLOAT16 = 7,
   CIUIC_FLOAT32 = 8,
   CIUIC_FLOAT64 = 9,
-  CIUIC_NUM_DATATYPES = 10
+  CIUIC_FLOAT8_E4M3 = 10, /* OCP FP8 E4M3: reduced in float, overflow saturates to 448 */
+  CIUIC_FLOAT8_E5M2 = 11, /* OCP FP8 E5M2: reduced in float, finite overflow saturates */
+  CIUIC_NUM_DATATYPES = 12
 } ciuic_datatype_t;
 
 typedef enum {

@@ -145,10 +145,13 @@ ciuic_result_t run_once(const Ctx& c, const Shape& s, const void* send, void* re
   return rc0 != CIUIC_SUCCESS ? rc0 : rc1;
 }
 
-// Small integers, exact in every datatype and under any summation order.
+// Small integers, exact in every datatype and under any summation order (8-bit floats:
+// 0 or 1, so that sums of up to 8 ranks stay exact in e5m2).
 void fill_input(void* buf, size_t count, ciuic_datatype_t t, ciuic_op_t op, int rank) {
+  const bool float8 = t == CIUIC_FLOAT8_E4M3 || t == CIUIC_FLOAT8_E5M2;
   auto value = [&](size_t i) {
     if (op == CIUIC_PROD) return static_cast<double>(1 + (i + static_cast<size_t>(rank)) % 2);
+    if (float8) return static_cast<double>((i * 3 + static_cast<size_t>(rank) * 7) % 2);
     return static_cast<double>(1 + (i * 3 + static_cast<size_t>(rank) * 7) % 5);
   };
   for (size_t i = 0; i < count; ++i) {
@@ -164,6 +167,8 @@ void fill_input(void* buf, size_t count, ciuic_datatype_t t, ciuic_op_t op, int 
       case CIUIC_BFLOAT16: static_cast<uint16_t*>(buf)[i] = reduce::float_to_bfloat16(static_cast<float>(v)); break;
       case CIUIC_FLOAT32: static_cast<float*>(buf)[i] = static_cast<float>(v); break;
       case CIUIC_FLOAT64: static_cast<double*>(buf)[i] = v; break;
+      case CIUIC_FLOAT8_E4M3: static_cast<uint8_t*>(buf)[i] = reduce::float_to_e4m3(static_cast<float>(v)); break;
+      case CIUIC_FLOAT8_E5M2: static_cast<uint8_t*>(buf)[i] = reduce::float_to_e5m2(static_cast<float>(v)); break;
       default: break;
     }
   }

@@ -24,7 +24,8 @@ bool parse_datatype(const std::string& s, ciuic_datatype_t* out) {
     ciuic_datatype_t type;
   } kAliases[] = {{"float", CIUIC_FLOAT32}, {"half", CIUIC_FLOAT16}, {"double", CIUIC_FLOAT64},
                   {"bf16", CIUIC_BFLOAT16}, {"int", CIUIC_INT32},    {"uint", CIUIC_UINT32},
-                  {"char", CIUIC_INT8},     {"fp16", CIUIC_FLOAT16}, {"fp32", CIUIC_FLOAT32}};
+                  {"char", CIUIC_INT8},     {"fp16", CIUIC_FLOAT16}, {"fp32", CIUIC_FLOAT32},
+                  {"fp8e4m3", CIUIC_FLOAT8_E4M3}, {"fp8e5m2", CIUIC_FLOAT8_E5M2}};
   for (int t = 0; t < CIUIC_NUM_DATATYPES; ++t) {
     if (strcasecmp(s.c_str(), reduce::datatype_name(static_cast<ciuic_datatype_t>(t))) == 0) {
       *out = static_cast<ciuic_datatype_t>(t);

@@ -11,6 +11,7 @@
 #include <type_traits>
 
 #include "ciuic/ciuic.h"
+#include "reduce/fp8_bits.h"
 
 namespace ciuic::cuda::dev {
 
@@ -73,6 +74,14 @@ struct Bfloat16 {
   using Compute = float;
   static __device__ __forceinline__ float load(uint16_t v) { return bfloat16_bits_to_float(v); }
   static __device__ __forceinline__ uint16_t store(float v) { return float_to_bfloat16_bits(v); }
+};
+// 8-bit floats: the CPU's own conversions (reduce/fp8_bits.h, host and device alike).
+template <class Format>
+struct Float8 {
+  using Storage = uint8_t;
+  using Compute = float;
+  static __device__ __forceinline__ float load(uint8_t v) { return Format::to_float(v); }
+  static __device__ __forceinline__ uint8_t store(float v) { return Format::from_float(v); }
 };
 
 // The ops as src/reduce/kernels_impl.h defines them: integers wrap, MIN/MAX propagate NaN.
@@ -165,6 +174,12 @@ __host__ bool with_codec(ciuic_datatype_t t, Fn&& fn) {
       return true;
     case CIUIC_FLOAT64:
       fn(Plain<double>{});
+      return true;
+    case CIUIC_FLOAT8_E4M3:
+      fn(Float8<fp8::E4m3>{});
+      return true;
+    case CIUIC_FLOAT8_E5M2:
+      fn(Float8<fp8::E5m2>{});
       return true;
     default:
       return false;

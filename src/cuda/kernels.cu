@@ -12,6 +12,7 @@ namespace ciuic::cuda {
 namespace {
 
 using dev::Bfloat16;
+using dev::Float8;
 using dev::Half;
 using dev::Max;
 using dev::Min;
@@ -145,6 +146,10 @@ Status by_datatype(ciuic_datatype_t t, Fn&& fn) {
       return fn(Plain<float>{});
     case CIUIC_FLOAT64:
       return fn(Plain<double>{});
+    case CIUIC_FLOAT8_E4M3:
+      return fn(Float8<fp8::E4m3>{});
+    case CIUIC_FLOAT8_E5M2:
+      return fn(Float8<fp8::E5m2>{});
     default:
       break;
   }

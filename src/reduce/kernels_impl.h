@@ -11,6 +11,7 @@
 #pragma once
 
 #include "reduce/convert_bits.h"
+#include "reduce/fp8_bits.h"
 
 namespace ciuic::reduce {
 namespace {
@@ -81,6 +82,14 @@ struct Bfloat16Codec {
   using Compute = float;
   static CIUIC_REDUCE_INLINE float load(uint16_t value) { return soft_bfloat16_to_float(value); }
   static CIUIC_REDUCE_INLINE uint16_t store(float value) { return soft_float_to_bfloat16(value); }
+};
+
+template <class Format>
+struct Float8Codec {
+  using Storage = uint8_t;
+  using Compute = float;
+  static CIUIC_REDUCE_INLINE float load(uint8_t value) { return Format::to_float(value); }
+  static CIUIC_REDUCE_INLINE uint8_t store(float value) { return Format::from_float(value); }
 };
 
 struct SoftFloat16Codec {
@@ -305,6 +314,8 @@ constexpr KernelTable make_kernel_table() {
   table.reduce[CIUIC_BFLOAT16][CIUIC_AVG] = &Bfloat16Path::template reduce<SumOp>;
   fill_row<PlainCodec<float>>(table, CIUIC_FLOAT32);
   fill_row<PlainCodec<double>>(table, CIUIC_FLOAT64);
+  fill_row<Float8Codec<fp8::E4m3>>(table, CIUIC_FLOAT8_E4M3);
+  fill_row<Float8Codec<fp8::E5m2>>(table, CIUIC_FLOAT8_E5M2);
   table.reduce[CIUIC_FLOAT16][CIUIC_SUM] = &Float16Path::template reduce<SumOp>;
   table.reduce[CIUIC_FLOAT16][CIUIC_PROD] = &Float16Path::template reduce<ProdOp>;
   table.reduce[CIUIC_FLOAT16][CIUIC_MIN] = &Float16Path::template reduce<MinOp>;

@@ -1,6 +1,6 @@
 // CPU reductions for every datatype x op. Integer arithmetic wraps (two's complement,
-// never undefined behaviour); float16 and bfloat16 compute in float and round to nearest
-// even. Kernels are plain loops the compiler vectorises, cloned per ISA (AVX-512, AVX2,
+// never undefined behaviour); float16, bfloat16 and the 8-bit floats compute in float and
+// round to nearest even at each step (8-bit floats saturate instead of overflowing). Kernels are plain loops the compiler vectorises, cloned per ISA (AVX-512, AVX2,
 // baseline) and picked at run time, so one binary runs everywhere.
 #pragma once
 
@@ -30,5 +30,10 @@ float half_to_float(uint16_t h);
 uint16_t float_to_half(float f);       // round to nearest even; overflow -> inf
 float bfloat16_to_float(uint16_t b);
 uint16_t float_to_bfloat16(float f);   // round to nearest even; NaN stays NaN
+// 8-bit floats (reduce/fp8_bits.h): round to nearest even, finite overflow saturates.
+float e4m3_to_float(uint8_t v);
+uint8_t float_to_e4m3(float f);
+float e5m2_to_float(uint8_t v);
+uint8_t float_to_e5m2(float f);
 
 }  // namespace ciuic::reduce

@@ -33,8 +33,11 @@ std::vector<char> random_bytes(size_t bytes, uint64_t seed) {
 void small_ints(std::vector<char>& v, ciuic_datatype_t t, ciuic_op_t op, size_t count, int source) {
   for (size_t i = 0; i < count; ++i) {
     static const double kFactors[] = {-1, 1, 2};
+    const bool float8 = t == CIUIC_FLOAT8_E4M3 || t == CIUIC_FLOAT8_E5M2;
+    // 8-bit floats: {-1, 0, 1}, so sums of up to 8 sources are exact in any order.
     double x = op == CIUIC_PROD ? kFactors[(i + 2 * source) % 3]
-                                : static_cast<double>((i * 5 + source * 3) % 9) - 4;
+               : float8     ? static_cast<double>((i * 5 + source * 3) % 3) - 1
+                            : static_cast<double>((i * 5 + source * 3) % 9) - 4;
     if (t == CIUIC_UINT8 || t == CIUIC_UINT32 || t == CIUIC_UINT64) x = x < 0 ? -x : x;
     const size_t elem = reduce::datatype_size(t);
     char* p = v.data() + i * elem;
@@ -75,6 +78,12 @@ void small_ints(std::vector<char>& v, ciuic_datatype_t t, ciuic_op_t op, size_t 
       case CIUIC_FLOAT64:
         std::memcpy(p, &x, 8);
         break;
+      case CIUIC_FLOAT8_E4M3:
+        *reinterpret_cast<uint8_t*>(p) = reduce::float_to_e4m3(static_cast<float>(x));
+        break;
+      case CIUIC_FLOAT8_E5M2:
+        *reinterpret_cast<uint8_t*>(p) = reduce::float_to_e5m2(static_cast<float>(x));
+        break;
       default:
         break;
     }
@@ -96,6 +105,10 @@ bool is_nan(const char* p, ciuic_datatype_t t) {
       return (v & 0x7f800000u) == 0x7f800000u && (v & 0x7fffffu) != 0;
     case CIUIC_FLOAT64:
       return (v >> 52 & 0x7ff) == 0x7ff && (v & ((uint64_t{1} << 52) - 1)) != 0;
+    case CIUIC_FLOAT8_E4M3:
+      return (v & 0x7f) == 0x7f;
+    case CIUIC_FLOAT8_E5M2:
+      return (v & 0x7c) == 0x7c && (v & 0x3) != 0;
     default:
       return false;
   }

@@ -195,12 +195,14 @@ TEST(ApiLibrary, VersionResultStringsAndDatatypes) {
   ASSERT_NE(unknown, nullptr);
   EXPECT_EQ(texts.count(unknown), 0u);
 
-  const size_t sizes[CIUIC_NUM_DATATYPES] = {1, 1, 4, 4, 8, 8, 2, 2, 4, 8};
+  const size_t sizes[CIUIC_NUM_DATATYPES] = {1, 1, 4, 4, 8, 8, 2, 2, 4, 8, 1, 1};
   for (int t = 0; t < CIUIC_NUM_DATATYPES; ++t) {
     EXPECT_EQ(ciuic_datatype_size(static_cast<ciuic_datatype_t>(t)), sizes[t]) << t;
     ASSERT_NE(ciuic_datatype_name(static_cast<ciuic_datatype_t>(t)), nullptr);
   }
   EXPECT_STREQ(ciuic_datatype_name(CIUIC_BFLOAT16), "bfloat16");
+  EXPECT_STREQ(ciuic_datatype_name(CIUIC_FLOAT8_E4M3), "f8e4m3");
+  EXPECT_STREQ(ciuic_datatype_name(CIUIC_FLOAT8_E5M2), "f8e5m2");
   EXPECT_EQ(ciuic_datatype_size(static_cast<ciuic_datatype_t>(99)), 0u);
   EXPECT_EQ(ciuic_datatype_size(static_cast<ciuic_datatype_t>(-1)), 0u);
   EXPECT_NE(ciuic_datatype_name(static_cast<ciuic_datatype_t>(99)), nullptr);

@@ -9,8 +9,10 @@
 namespace ciuic::testing {
 namespace {
 
+bool is_float8(ciuic_datatype_t t) { return t == CIUIC_FLOAT8_E4M3 || t == CIUIC_FLOAT8_E5M2; }
 bool is_float(ciuic_datatype_t t) {
-  return t == CIUIC_FLOAT16 || t == CIUIC_BFLOAT16 || t == CIUIC_FLOAT32 || t == CIUIC_FLOAT64;
+  return t == CIUIC_FLOAT16 || t == CIUIC_BFLOAT16 || t == CIUIC_FLOAT32 || t == CIUIC_FLOAT64 ||
+         is_float8(t);
 }
 bool is_unsigned(ciuic_datatype_t t) {
   return t == CIUIC_UINT8 || t == CIUIC_UINT32 || t == CIUIC_UINT64;
@@ -47,6 +49,9 @@ double input_value(ciuic_datatype_t t, ciuic_op_t op, int rank, size_t i) {
     static const double kFactors[] = {-1, 1, 2};
     return kFactors[(i + 2 * r) % 3];
   }
+  // 8-bit floats hold integers exactly only up to 8 (e5m2) or 16 (e4m3): inputs in
+  // {-1, 0, 1} keep every partial sum of up to 8 ranks exact in any order.
+  if (is_float8(t)) return static_cast<double>((i * 3 + r * 7) % 3) - 1;
   double v = static_cast<double>((i * 3 + r * 7) % 11);
   return is_unsigned(t) ? v : v - 5;
 }
@@ -57,6 +62,8 @@ void encode(ciuic_datatype_t t, double v, void* out) {
     case CIUIC_BFLOAT16: { uint16_t b = reduce::float_to_bfloat16(static_cast<float>(v)); std::memcpy(out, &b, 2); break; }
     case CIUIC_FLOAT32: { float f = static_cast<float>(v); std::memcpy(out, &f, 4); break; }
     case CIUIC_FLOAT64: std::memcpy(out, &v, 8); break;
+    case CIUIC_FLOAT8_E4M3: { uint8_t b = reduce::float_to_e4m3(static_cast<float>(v)); std::memcpy(out, &b, 1); break; }
+    case CIUIC_FLOAT8_E5M2: { uint8_t b = reduce::float_to_e5m2(static_cast<float>(v)); std::memcpy(out, &b, 1); break; }
     default: store_int(t, static_cast<uint64_t>(static_cast<int64_t>(v)), out); break;
   }
 }

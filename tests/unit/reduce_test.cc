@@ -9,6 +9,8 @@
 #include <limits>
 #include <random>
 #include <string>
+#include <tuple>
+#include <utility>
 #include <vector>
 
 #include "reduce/kernels.h"
@@ -80,6 +82,51 @@ uint16_t ref_double_to_bfloat16(double x) {
   }
   const double next = low == 0x7f7f ? std::ldexp(1.0, 128) : ref_bfloat16_value(low + 1);
   return sign | pick_nearest(magnitude, low, ref_bfloat16_value(low), next);
+}
+
+// 8-bit floats: value of an encoding, and the nearest encoding to a double with
+// saturation of finite overflow (reduce/fp8_bits.h says why).
+struct Fp8Spec {
+  int exponent_bits, mantissa_bits;
+  bool has_infinity;
+  uint8_t max_finite;  // positive encoding of the largest finite value
+  int bias() const { return (1 << (exponent_bits - 1)) - 1; }
+};
+constexpr Fp8Spec kE4m3{4, 3, false, 0x7e};
+constexpr Fp8Spec kE5m2{5, 2, true, 0x7b};
+
+double ref_fp8_value(const Fp8Spec& f, uint8_t v) {
+  const int sign = (v & 0x80) ? -1 : 1;
+  const int exponent = (v >> f.mantissa_bits) & ((1 << f.exponent_bits) - 1);
+  const int mantissa = v & ((1 << f.mantissa_bits) - 1);
+  if (f.has_infinity && exponent == (1 << f.exponent_bits) - 1)
+    return mantissa ? std::numeric_limits<double>::quiet_NaN()
+                    : sign * std::numeric_limits<double>::infinity();
+  if (!f.has_infinity && (v & 0x7f) == 0x7f) return std::numeric_limits<double>::quiet_NaN();
+  if (exponent == 0) return sign * std::ldexp(mantissa, 1 - f.bias() - f.mantissa_bits);
+  return sign * std::ldexp((1 << f.mantissa_bits) + mantissa,
+                           exponent - f.bias() - f.mantissa_bits);
+}
+
+// Nearest encoding, ties to even; beyond the largest finite value: that value (or
+// infinity for an infinite input where the format has one). NaN: the format's NaN code
+// with the sign (callers compare NaN-ness only).
+uint8_t ref_double_to_fp8(const Fp8Spec& f, double x) {
+  const uint8_t sign = std::signbit(x) ? 0x80 : 0;
+  if (std::isnan(x)) return sign | 0x7f;
+  const double magnitude = std::fabs(x);
+  if (std::isinf(magnitude))
+    return sign | (f.has_infinity ? static_cast<uint8_t>(f.max_finite + 1) : f.max_finite);
+  int low = 0, high = f.max_finite;  // largest encoding whose value <= magnitude
+  while (low < high) {
+    const int mid = (low + high + 1) / 2;
+    if (ref_fp8_value(f, static_cast<uint8_t>(mid)) <= magnitude) low = mid; else high = mid - 1;
+  }
+  if (low == f.max_finite) return sign | f.max_finite;
+  const double to_low = magnitude - ref_fp8_value(f, static_cast<uint8_t>(low));
+  const double to_high = ref_fp8_value(f, static_cast<uint8_t>(low + 1)) - magnitude;
+  const int pick = to_low < to_high ? low : to_high < to_low ? low + 1 : (low & 1 ? low + 1 : low);
+  return static_cast<uint8_t>(sign | pick);
 }
 
 uint32_t bits_of(float f) {
@@ -197,12 +244,74 @@ TEST(ReduceConvert, RandomFloatsRoundLikeTheNearestValueSearch) {
   }
 }
 
+TEST(ReduceConvert, EveryFloat8EncodingDecodesLikeTheReference) {
+  for (const auto& [spec, decode] :
+       {std::pair{kE4m3, &e4m3_to_float}, std::pair{kE5m2, &e5m2_to_float}}) {
+    for (int v = 0; v < 256; ++v) {
+      const float got = decode(static_cast<uint8_t>(v));
+      const double want = ref_fp8_value(spec, static_cast<uint8_t>(v));
+      if (std::isnan(want)) {
+        ASSERT_TRUE(std::isnan(got)) << std::hex << v;
+      } else {
+        ASSERT_EQ(static_cast<double>(got), want) << std::hex << v;
+        ASSERT_EQ(std::signbit(got), (v & 0x80) != 0) << std::hex << v;
+      }
+    }
+  }
+  EXPECT_EQ(e4m3_to_float(0x7e), 448.0f);
+  EXPECT_EQ(e5m2_to_float(0x7b), 57344.0f);
+  EXPECT_TRUE(std::isinf(e5m2_to_float(0x7c)));
+  EXPECT_EQ(e4m3_to_float(0x01), std::ldexp(1.0f, -9)) << "smallest e4m3 subnormal";
+  EXPECT_EQ(e5m2_to_float(0x01), std::ldexp(1.0f, -16)) << "smallest e5m2 subnormal";
+}
+
+// Every encoding, the midpoints between neighbours (ties go to the even encoding), just
+// either side of them, overflow, infinities, NaN and random floats.
+TEST(ReduceConvert, Float8RoundsToNearestEvenAndSaturates) {
+  std::mt19937_64 rng(8);
+  for (const auto& [spec, encode, decode] :
+       {std::tuple{kE4m3, &float_to_e4m3, &e4m3_to_float},
+        std::tuple{kE5m2, &float_to_e5m2, &e5m2_to_float}}) {
+    auto check = [&, spec = spec, encode = encode](float x) {
+      if (std::isnan(x)) {
+        ASSERT_TRUE(std::isnan(ref_fp8_value(spec, encode(x)))) << std::hexfloat << x;
+        return;
+      }
+      ASSERT_EQ(encode(x), ref_double_to_fp8(spec, x)) << std::hexfloat << x;
+    };
+    for (int v = 0; v <= spec.max_finite; ++v) {
+      const float here = decode(static_cast<uint8_t>(v));
+      check(here);
+      check(-here);
+      if (v == spec.max_finite) break;
+      const float mid = 0.5f * (here + decode(static_cast<uint8_t>(v + 1)));  // exact in float
+      for (float x : {mid, std::nextafter(mid, 0.0f), std::nextafter(mid, 1e30f)}) {
+        check(x);
+        check(-x);
+      }
+    }
+    const float max = decode(spec.max_finite);
+    EXPECT_EQ(encode(max * 1.1f), spec.max_finite) << "finite overflow saturates";
+    EXPECT_EQ(encode(-1e30f), 0x80 | spec.max_finite);
+    EXPECT_EQ(encode(std::numeric_limits<float>::infinity()),
+              spec.has_infinity ? spec.max_finite + 1 : spec.max_finite);
+    EXPECT_TRUE(std::isnan(decode(encode(std::numeric_limits<float>::quiet_NaN()))));
+    EXPECT_EQ(encode(std::numeric_limits<float>::denorm_min()), 0) << "float subnormal";
+    EXPECT_EQ(encode(-0.0f), 0x80) << "negative zero keeps its sign";
+    for (int i = 0; i < 200000; ++i) {
+      check(float_of(static_cast<uint32_t>(rng())));
+      check(std::uniform_real_distribution<float>(-2 * max, 2 * max)(rng));
+      check(std::uniform_real_distribution<float>(-0.02f, 0.02f)(rng));  // around subnormals
+    }
+  }
+}
+
 // ---- names and sizes ----
 
 TEST(ReduceNames, DatatypeAndOpNamesAndSizes) {
-  const char* names[] = {"int8",    "uint8",    "int32",   "uint32",  "int64",
-                         "uint64",  "float16",  "bfloat16", "float32", "float64"};
-  const size_t sizes[] = {1, 1, 4, 4, 8, 8, 2, 2, 4, 8};
+  const char* names[] = {"int8",    "uint8",   "int32",    "uint32",  "int64",  "uint64",
+                         "float16", "bfloat16", "float32", "float64", "f8e4m3", "f8e5m2"};
+  const size_t sizes[] = {1, 1, 4, 4, 8, 8, 2, 2, 4, 8, 1, 1};
   for (int d = 0; d < CIUIC_NUM_DATATYPES; ++d) {
     const auto dt = static_cast<ciuic_datatype_t>(d);
     EXPECT_TRUE(valid_datatype(d));
@@ -254,6 +363,10 @@ struct IntTraits {
   static std::string show(S v) { return std::to_string(static_cast<int64_t>(v)); }
 };
 
+float e4m3_value_as_float(uint8_t v) { return static_cast<float>(ref_fp8_value(kE4m3, v)); }
+float e5m2_value_as_float(uint8_t v) { return static_cast<float>(ref_fp8_value(kE5m2, v)); }
+uint8_t ref_float_to_e4m3(float f) { return ref_double_to_fp8(kE4m3, f); }
+uint8_t ref_float_to_e5m2(float f) { return ref_double_to_fp8(kE5m2, f); }
 float identity_float(float f) { return f; }
 double identity_double(double d) { return d; }
 float half_value_as_float(uint16_t h) { return static_cast<float>(ref_half_value(h)); }
@@ -304,6 +417,8 @@ using HalfTraits = FloatTraits<uint16_t, float, half_value_as_float, ref_float_t
 using BfloatTraits = FloatTraits<uint16_t, float, bfloat16_value_as_float, ref_float_to_bfloat16>;
 using Float32Traits = FloatTraits<float, float, identity_float, identity_float>;
 using Float64Traits = FloatTraits<double, double, identity_double, identity_double>;
+using E4m3Traits = FloatTraits<uint8_t, float, e4m3_value_as_float, ref_float_to_e4m3>;
+using E5m2Traits = FloatTraits<uint8_t, float, e5m2_value_as_float, ref_float_to_e5m2>;
 
 enum class Alias { kDisjoint, kDstIsA, kDstIsB, kAllSame };
 const char* alias_name(Alias alias) {
@@ -383,6 +498,8 @@ void check_datatype(const KernelTable& table, ciuic_datatype_t datatype) {
     case CIUIC_BFLOAT16: return check_all_shapes<BfloatTraits>(table, datatype);
     case CIUIC_FLOAT32: return check_all_shapes<Float32Traits>(table, datatype);
     case CIUIC_FLOAT64: return check_all_shapes<Float64Traits>(table, datatype);
+    case CIUIC_FLOAT8_E4M3: return check_all_shapes<E4m3Traits>(table, datatype);
+    case CIUIC_FLOAT8_E5M2: return check_all_shapes<E5m2Traits>(table, datatype);
     default: FAIL() << "unknown datatype " << datatype;
   }
 }

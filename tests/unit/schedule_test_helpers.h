@@ -515,10 +515,16 @@ inline std::vector<Placement> placements(Collective c) {
 }
 
 // bfloat16 holds integers exactly only up to 256: keep its sums (5 per rank at most)
-// and products there, so every summation order gives the reference's result.
+// and products there, so every summation order gives the reference's result. The 8-bit
+// floats: sums of inputs in {-1, 0, 1} are exact up to 8 ranks (e5m2) or 16 (e4m3),
+// products (a 2 from every third rank) up to 2^8 (e4m3's largest power of two below 448).
 inline bool exact(ciuic_datatype_t t, ciuic_op_t op, int n) {
-  if (t != CIUIC_BFLOAT16) return true;
-  return op == CIUIC_PROD ? n <= 24 : n <= 48;
+  switch (t) {
+    case CIUIC_BFLOAT16: return op == CIUIC_PROD ? n <= 24 : n <= 48;
+    case CIUIC_FLOAT8_E4M3: return op == CIUIC_PROD ? n <= 24 : n <= 16;
+    case CIUIC_FLOAT8_E5M2: return op == CIUIC_PROD ? n <= 45 : n <= 8;
+    default: return true;
+  }
 }
 
 // Runs cases, reporting the first few failures with the case that failed.
