@@ -19,8 +19,7 @@ ListenerCase ib_case() {
   return c;
 }
 
-INSTANTIATE_TEST_SUITE_P(Ib, ListenerHostileTest, ::testing::Values(ib_case()),
-                         listener_case_name);
+INSTANTIATE_TEST_SUITE_P(Ib, ListenerHostileTest, ::testing::Values(ib_case()), listener_case_name);
 
 }  // namespace
 }  // namespace ciuic::transport::transport_test

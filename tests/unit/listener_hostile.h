@@ -24,6 +24,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <ostream>
 #include <string>
 #include <thread>
 #include <utility>
@@ -48,6 +49,9 @@ struct ListenerCase {
   // "pid 7" (every client of this process has that name).
   std::string (*peer_name)(int fd);
 };
+
+// gtest prints a case (in test lists and ctest's names) by its label.
+inline void PrintTo(const ListenerCase& c, std::ostream* out) { *out << c.label; }
 
 inline std::string listener_case_name(const ::testing::TestParamInfo<ListenerCase>& info) {
   return info.param.label;
@@ -184,7 +188,8 @@ class SlowClient {
     for (size_t i = 0; !stop_; ++i) {
       const uint8_t byte = i < 6 ? challenge[i] : static_cast<uint8_t>('x');
       if (::send(fd_.get(), &byte, 1, MSG_NOSIGNAL) == 1) ++sent_;
-      for (int k = 0; k < 100 && !stop_; ++k) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      for (int k = 0; k < 100 && !stop_; ++k)
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
   }
 
@@ -258,8 +263,7 @@ class ListenerHostileTest : public ::testing::TestWithParam<ListenerCase> {
     ASSERT_TRUE(s.ok()) << "the good peer could not connect: " << s.to_string();
     s = served->take(&pair.recv, kWaitMs);
     ASSERT_TRUE(s.ok()) << "the good peer was not accepted: " << s.to_string();
-    *took_ms =
-        std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start).count();
+    *took_ms = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start).count();
     std::vector<uint8_t> out(100000), in(out.size() + 16, 0xee);
     fill(out.data(), out.size(), 7);
     Request *sr = nullptr, *rr = nullptr;
@@ -379,7 +383,8 @@ TEST_P(ListenerHostileTest, AFloodAndASlowClientDoNotKeepAGoodPeerOut) {
       }
     });
     // The good peer comes once the silent ones wait, while the garbage ones arrive.
-    while (silent_dialled.load() < kSilent) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    while (silent_dialled.load() < kSilent)
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
     int64_t took_ms = 0;
     expect_good_peer(t.get(), *listener, &served, &took_ms);
     flood.join();
