@@ -562,7 +562,7 @@ Status transports_here(coll::TransportCosts* out, std::string* note) {
     out->network_speed_mbps = props.speed_mbps;
   }
   *note = "network " + out->network + " (CIUIC_TRANSPORT=" + wanted_net + ")";
-  // CIUIC_LOCAL_TRANSPORT as the communicator reads it (src/core/comm.cc).
+  // CIUIC_LOCAL_TRANSPORT as the communicator reads it (src/core/endpoints.cc).
   const config::Param* p = config::find_param("CIUIC_LOCAL_TRANSPORT");
   const std::string wanted_local = p != nullptr ? p->current_text() : "auto";
   if (wanted_local == "auto") {

@@ -282,6 +282,41 @@ Status uniform_layout(const CollectiveArgs& a, Layout* lay, bool* usable) {
   return Status::Ok();
 }
 
+// What reduce-scatter and all-gather both start from.
+struct StagedPlan {
+  Layout lay;
+  std::string inter;        // the algorithm between the nodes
+  size_t elem = 0;          // bytes of one element
+  size_t block = 0;         // bytes of one rank's block
+  size_t N = 0, L = 0;      // nodes, ranks per node
+  size_t total = 0;         // bytes of all blocks: the staging area in scratch
+  size_t mine_at = 0;       // where the blocks of this rank's index start in the staging
+  std::vector<int> across;  // the ranks of this rank's index, one per node
+};
+
+// Plans a staged reduce-scatter or all-gather. *finished when nothing more is to be built:
+// the layout is not uniform (*s is then the flat algorithm's schedule) or there are no bytes.
+Status plan_staged(const CollectiveArgs& a, Schedule* s, StagedPlan* p, bool* finished) {
+  *finished = true;
+  bool usable = false;
+  CIUIC_RETURN_IF_ERROR(uniform_layout(a, &p->lay, &usable));
+  if (!usable) return build_flat(a, s);
+  p->inter = inter_algorithm(hierarchical_plan(a, *node_layout(a)));
+  s->algorithm = "hierarchical(inter " + p->inter + ")";
+  p->elem = reduce::datatype_size(a.datatype);
+  p->block = a.count * p->elem;
+  p->N = p->lay.members.size();
+  p->L = p->lay.smallest;
+  p->total = p->block * static_cast<size_t>(a.nranks);
+  if (p->block == 0) return Status::Ok();
+  p->mine_at = static_cast<size_t>(p->lay.local) * p->N * p->block;
+  p->across.resize(p->N);
+  for (size_t k = 0; k < p->N; ++k)
+    p->across[k] = p->lay.members[k][static_cast<size_t>(p->lay.local)];
+  *finished = false;
+  return Status::Ok();
+}
+
 // Copies between the rank-ordered blocks of `ranked` and the staging area in scratch,
 // where the block of node k's rank j lies at (j * N + k) * block; runs of blocks that are
 // consecutive on both sides go as one copy. to_stage: ranked -> staging, else back.
@@ -316,81 +351,61 @@ void copy_staged(Schedule* s, BufferLedgers* ledgers, const Layout& lay, BufferR
 }  // namespace
 
 Status build_hierarchical_reduce_scatter(const CollectiveArgs& a, Schedule* s) {
-  Layout lay;
-  bool usable = false;
-  CIUIC_RETURN_IF_ERROR(uniform_layout(a, &lay, &usable));
-  if (!usable) return build_flat(a, s);
-  const HierarchicalPlan plan = hierarchical_plan(a, *node_layout(a));
-  const std::string inter = inter_algorithm(plan);
-  s->algorithm = "hierarchical(inter " + inter + ")";
-  const size_t elem = reduce::datatype_size(a.datatype);
-  const size_t block = a.count * elem, N = lay.members.size(), L = lay.smallest;
-  const size_t total = block * static_cast<size_t>(a.nranks);
-  if (block == 0) return Status::Ok();
+  StagedPlan p;
+  bool finished = false;
+  CIUIC_RETURN_IF_ERROR(plan_staged(a, s, &p, &finished));
+  if (finished) return Status::Ok();
   const Buffer in = reduce_scatter_input(a);
   BufferAliasingHint alias;
   if (a.in_place && !a.in_place_mpi)
-    alias = BufferAliasingHint{true, static_cast<size_t>(a.rank) * block};
+    alias = BufferAliasingHint{true, static_cast<size_t>(a.rank) * p.block};
   BufferLedgers ledgers(alias);
-  copy_staged(s, &ledgers, lay, at(in, 0), 0, block, true);
-  s->scratch_bytes = total;
-  const size_t mine_at = static_cast<size_t>(lay.local) * N * block;
+  copy_staged(s, &ledgers, p.lay, at(in, 0), 0, p.block, true);
+  s->scratch_bytes = p.total;
   {
     CollectiveArgs sub =
-        sub_args(a, Collective::kReduceScatter, lay.local, static_cast<int>(L), N * a.count);
+        sub_args(a, Collective::kReduceScatter, p.lay.local, static_cast<int>(p.L), p.N * a.count);
     sub.in_place = true;  // NCCL's form: this rank's part lies inside the staged input
-    SubGroup g{lay.members[lay.node], at(Buffer::kScratch, 0), at(Buffer::kScratch, mine_at),
+    SubGroup g{p.lay.members[p.lay.node], at(Buffer::kScratch, 0), at(Buffer::kScratch, p.mine_at),
                at(Buffer::kScratch, s->scratch_bytes)};
     CIUIC_RETURN_IF_ERROR(append_sub_collective(s, sub, "ring", g, &ledgers));
   }
   {
-    std::vector<int> across(N);
-    for (size_t k = 0; k < N; ++k) across[k] = lay.members[k][static_cast<size_t>(lay.local)];
     CollectiveArgs sub =
-        sub_args(a, Collective::kReduceScatter, lay.node, static_cast<int>(N), a.count);
-    SubGroup g{across, at(Buffer::kScratch, mine_at), at(Buffer::kRecv, 0),
+        sub_args(a, Collective::kReduceScatter, p.lay.node, static_cast<int>(p.N), a.count);
+    SubGroup g{p.across, at(Buffer::kScratch, p.mine_at), at(Buffer::kRecv, 0),
                at(Buffer::kScratch, s->scratch_bytes)};
-    CIUIC_RETURN_IF_ERROR(append_sub_collective(s, sub, inter, g, &ledgers));
+    CIUIC_RETURN_IF_ERROR(append_sub_collective(s, sub, p.inter, g, &ledgers));
   }
-  if (a.op == CIUIC_AVG) average(s, &ledgers, Range{0, block}, a.chunk_bytes, elem);
+  if (a.op == CIUIC_AVG) average(s, &ledgers, Range{0, p.block}, a.chunk_bytes, p.elem);
   return Status::Ok();
 }
 
 Status build_hierarchical_allgather(const CollectiveArgs& a, Schedule* s) {
-  Layout lay;
-  bool usable = false;
-  CIUIC_RETURN_IF_ERROR(uniform_layout(a, &lay, &usable));
-  if (!usable) return build_flat(a, s);
-  const HierarchicalPlan plan = hierarchical_plan(a, *node_layout(a));
-  const std::string inter = inter_algorithm(plan);
-  s->algorithm = "hierarchical(inter " + inter + ")";
-  const size_t elem = reduce::datatype_size(a.datatype);
-  const size_t block = a.count * elem, N = lay.members.size(), L = lay.smallest;
-  const size_t total = block * static_cast<size_t>(a.nranks);
-  if (block == 0) return Status::Ok();
+  StagedPlan p;
+  bool finished = false;
+  CIUIC_RETURN_IF_ERROR(plan_staged(a, s, &p, &finished));
+  if (finished) return Status::Ok();
   BufferLedgers ledgers;
-  s->scratch_bytes = total;
-  const size_t mine_at = static_cast<size_t>(lay.local) * N * block;
+  s->scratch_bytes = p.total;
   const BufferRange input =
-      a.in_place ? at(Buffer::kRecv, static_cast<size_t>(a.rank) * block) : at(Buffer::kSend, 0);
+      a.in_place ? at(Buffer::kRecv, static_cast<size_t>(a.rank) * p.block) : at(Buffer::kSend, 0);
   {
-    std::vector<int> across(N);
-    for (size_t k = 0; k < N; ++k) across[k] = lay.members[k][static_cast<size_t>(lay.local)];
     CollectiveArgs sub =
-        sub_args(a, Collective::kAllgather, lay.node, static_cast<int>(N), a.count);
-    SubGroup g{across, input, at(Buffer::kScratch, mine_at),
+        sub_args(a, Collective::kAllgather, p.lay.node, static_cast<int>(p.N), a.count);
+    SubGroup g{p.across, input, at(Buffer::kScratch, p.mine_at),
                at(Buffer::kScratch, s->scratch_bytes)};
-    CIUIC_RETURN_IF_ERROR(append_sub_collective(s, sub, inter, g, &ledgers));
+    CIUIC_RETURN_IF_ERROR(append_sub_collective(s, sub, p.inter, g, &ledgers));
   }
   {
     CollectiveArgs sub =
-        sub_args(a, Collective::kAllgather, lay.local, static_cast<int>(L), N * a.count);
+        sub_args(a, Collective::kAllgather, p.lay.local, static_cast<int>(p.L), p.N * a.count);
     sub.in_place = true;
-    SubGroup g{lay.members[lay.node], at(Buffer::kScratch, 0), at(Buffer::kScratch, 0),
+    SubGroup g{p.lay.members[p.lay.node], at(Buffer::kScratch, 0), at(Buffer::kScratch, 0),
                at(Buffer::kScratch, s->scratch_bytes)};
     CIUIC_RETURN_IF_ERROR(append_sub_collective(s, sub, "ring", g, &ledgers));
   }
-  copy_staged(s, &ledgers, lay, at(Buffer::kRecv, 0), 0, block, false);
+  copy_staged(s, &ledgers, p.lay, at(Buffer::kRecv, 0), 0, p.block, false);
   return Status::Ok();
 }
 

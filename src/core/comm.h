@@ -38,6 +38,9 @@ class Communicator;
 Status serve_root_if_rank0(const LaunchInfo& info);
 // The transport communicators use (CIUIC_TRANSPORT).
 std::string configured_transport();
+// CIUIC_TIMEOUT_MS: the deadline of init and of every operation (unless a communicator sets
+// its own), and the handshake deadline of the communicators' listeners.
+int64_t configured_timeout_ms();
 
 // One queued operation; shared between the issuer (request) and the driver.
 struct Operation {

@@ -3,41 +3,21 @@
 // saying the figures came from that file, and the environment still winning over it.
 // Nothing here depends on how fast anything was.
 #include <gtest/gtest.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdio>
 #include <string>
 
-#include "base/config.h"
 #include "coll/tuner.h"
+#include "support/command.h"
 
 namespace ciuic {
 namespace {
 
-std::string perf_path() {
-  auto build_dir = config::foreign_env("CIUIC_BUILD_DIR");
-  if (!build_dir) return "";
-  std::string path = *build_dir + "/perftests/ciuic-perf";
-  return ::access(path.c_str(), X_OK) == 0 ? path : "";
-}
+std::string perf_path() { return testing::built_program("perftests/ciuic-perf"); }
 
-struct Outcome {
-  int exit_code = -1;
-  std::string output;  // stdout and stderr together
-};
-
-Outcome run_command(const std::string& command) {
-  Outcome outcome;
-  FILE* pipe = ::popen((command + " 2>&1").c_str(), "r");
-  if (pipe == nullptr) return outcome;
-  char buffer[4096];
-  size_t n;
-  while ((n = fread(buffer, 1, sizeof(buffer), pipe)) > 0) outcome.output.append(buffer, n);
-  const int status = ::pclose(pipe);
-  outcome.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return outcome;
-}
+using Outcome = testing::CommandOutcome;
+using testing::run_command;
 
 // The line of `output` that starts with `prefix` (after spaces and '#'), or "".
 std::string line_with(const std::string& output, const std::string& prefix) {

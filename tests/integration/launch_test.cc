@@ -19,7 +19,7 @@
 #include <thread>
 #include <vector>
 
-#include "base/config.h"
+#include "support/command.h"
 
 namespace ciuic::launch {
 namespace {
@@ -207,12 +207,7 @@ TEST(RunLocal, RejectsBadOptions) {
 
 // ---- the ciuic-run program ----
 
-std::string ciuic_run_path() {
-  auto build_dir = config::foreign_env("CIUIC_BUILD_DIR");
-  if (!build_dir) return "";
-  std::string path = *build_dir + "/tools/ciuic-run/ciuic-run";
-  return ::access(path.c_str(), X_OK) == 0 ? path : "";
-}
+std::string ciuic_run_path() { return ciuic::testing::built_program("tools/ciuic-run/ciuic-run"); }
 
 #define REQUIRE_CIUIC_RUN(var)                                        \
   const std::string var = ciuic_run_path();                           \
@@ -220,23 +215,8 @@ std::string ciuic_run_path() {
   GTEST_SKIP() << "ciuic-run not found: CIUIC_BUILD_DIR is unset or " \
                   "the program is not built"
 
-struct Outcome {
-  int exit_code = -1;
-  std::string output;  // stdout and stderr together
-};
-
-// Runs a shell command line, capturing its output.
-Outcome run_command(const std::string& command) {
-  Outcome outcome;
-  FILE* pipe = ::popen((command + " 2>&1").c_str(), "r");
-  if (pipe == nullptr) return outcome;
-  char buffer[4096];
-  size_t n;
-  while ((n = fread(buffer, 1, sizeof(buffer), pipe)) > 0) outcome.output.append(buffer, n);
-  int status = ::pclose(pipe);
-  outcome.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return outcome;
-}
+using Outcome = ciuic::testing::CommandOutcome;
+using ciuic::testing::run_command;
 
 std::vector<std::string> lines_of(const std::string& text) {
   std::vector<std::string> lines;

@@ -198,6 +198,15 @@ class WarningCapture {
     }
     return false;
   }
+  // The lines that contain every one of `texts`.
+  size_t count(const std::vector<std::string>& texts) const {
+    std::lock_guard<std::mutex> lock(mutex());
+    return static_cast<size_t>(std::count_if(lines().begin(), lines().end(), [&](const auto& line) {
+      return std::all_of(texts.begin(), texts.end(), [&](const std::string& text) {
+        return line.find(text) != std::string::npos;
+      });
+    }));
+  }
 
  private:
   static std::mutex& mutex() {

@@ -18,21 +18,13 @@
 #include "coll/cost_model.h"
 #include "coll/tuner.h"
 #include "support/scoped_config.h"
+#include "unit/tuner_test_helpers.h"
 
 namespace ciuic::coll {
 namespace {
 
 using ciuic::testing::ScopedConfig;
-
-CollectiveArgs allreduce(int n, size_t bytes) {
-  CollectiveArgs a;
-  a.collective = Collective::kAllreduce;
-  a.nranks = n;
-  a.datatype = CIUIC_FLOAT32;
-  a.count = bytes / 4;
-  a.chunk_bytes = 256 << 10;
-  return a;
-}
+using tuner_test::allreduce;
 
 // A file in the test's temporary directory, removed at the end.
 class TempFile {
