@@ -12,8 +12,9 @@
 //
 // Waiting: a side about to sleep sets its flag in the segment (collect_poll_fds); the
 // other side rings its eventfd doorbell only when it sees that flag. Peer death: the
-// socket's end of stream and the pidfd; both are polled at most every 100 µs while a
-// caller spins, and at once after it slept in poll().
+// socket's end of stream and the pidfd; both are polled at most every 100 µs (and every
+// 64th idle call, the clock being read only then) while a caller spins, and at once after
+// it slept in poll().
 //
 // Locking: every public call takes the channel's mutex, held only for non-blocking work
 // (a CMA read is cut into pieces and stops between them when abort() is called).
@@ -75,7 +76,8 @@ class ShmChannelBase {
   void announce_sleep() const;
   void end_sleep();
   // Reads the socket without waiting (an ABORT frame, or the end of the stream) and polls
-  // the pidfd; at most every 100 µs unless `force`. Sets peer_reason_ / peer_gone_.
+  // the pidfd; unless `force` or after a sleep in poll(), at most every 100 µs and only on
+  // every 64th call (the clock is read only then). Sets peer_reason_ / peer_gone_.
   Status watch_peer(bool force);
   // Sends an ABORT frame with `reason` (best effort), marks this side aborted in the
   // segment and shuts the socket's write side. Only the first call does anything.
@@ -107,6 +109,7 @@ class ShmChannelBase {
   mutable bool announced_ = false;  // this side set its sleep flag
   mutable bool slept_ = false;      // collect_poll_fds was called: look at the socket next
   int64_t last_watch_ns_ = 0;
+  uint32_t idle_watch_calls_ = 0;  // paces the clock reads of watch_peer
   common::AbortFrameReader peer_abort_{kAbortHeaderBytes, &decode_abort_header};
 };
 

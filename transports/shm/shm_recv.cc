@@ -166,7 +166,9 @@ Status ShmRecvChannel::take_header(bool* moved) {
   if (type == static_cast<uint32_t>(RecordType::kRingCma) && path_ != Path::kCma)
     return internal_error("a CMA record from " + describe() + " on a channel without CMA");
   int slot = -1;
-  CIUIC_RETURN_IF_ERROR(r->match(h.tag, h.size, describe(), &slot));
+  // describe() builds a string: only for the error, not on every message.
+  if (!r->try_match(h.tag, h.size, &slot))
+    CIUIC_RETURN_IF_ERROR(r->match(h.tag, h.size, describe(), &slot));
   header_ = h;
   target_ = r;
   slot_ = slot;
