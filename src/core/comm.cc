@@ -352,17 +352,21 @@ std::string Communicator::describe_peer(int peer) {
 }
 
 Status Communicator::connect_peers(const coll::Schedule& schedule, Deadline deadline) {
+  // The common case, every channel up: read off the schedule's peer lists (finalize()),
+  // with no allocation, no syscall, no accept() polling.
+  bool connected = true;
+  for (const coll::Schedule::PeerSteps& ps : schedule.peers) {
+    const Peer& peer = peers_[ps.peer];
+    connected = connected && (ps.sends.empty() || (peer.send && peer.hello_sent)) &&
+                (ps.recvs.empty() || peer.recv);
+  }
+  if (connected) return Status::Ok();
   std::vector<bool> need_send(static_cast<size_t>(nranks_)),
       need_recv(static_cast<size_t>(nranks_));
   for (const coll::Step& st : schedule.steps) {
     if (st.kind == coll::StepKind::kSend) need_send[st.peer] = true;
     if (st.kind == coll::StepKind::kRecv) need_recv[st.peer] = true;
   }
-  bool connected = true;
-  for (int p = 0; p < nranks_ && connected; ++p)
-    connected = (!need_send[p] || (peers_[p].send && peers_[p].hello_sent)) &&
-                (!need_recv[p] || peers_[p].recv);
-  if (connected) return Status::Ok();  // the common case: no syscall, no accept() polling
   int idle = 0;
   for (;;) {
     bool missing = false, progressed = false;
