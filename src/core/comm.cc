@@ -505,23 +505,14 @@ std::shared_ptr<const coll::TransportCosts> transport_costs(transport::Transport
 
 Status Communicator::schedule_for(const coll::CollectiveArgs& args,
                                   std::shared_ptr<const coll::Schedule>* out) {
-  auto key = std::make_tuple(static_cast<int>(args.collective), args.count,
-                             static_cast<int>(args.datatype), static_cast<int>(args.op), args.root,
-                             args.peer, (args.in_place ? 1 : 0) | (args.in_place_mpi ? 2 : 0),
-                             static_cast<int>(args.chunk_bytes));
-  auto it = schedules_.find(key);
-  if (it != schedules_.end()) {
-    *out = it->second;
-    return Status::Ok();
-  }
+  if ((*out = schedules_.find(args))) return Status::Ok();
   auto schedule = std::make_shared<coll::Schedule>();
   coll::CollectiveArgs with_nodes = args;
   with_nodes.node_of_rank = node_of_rank_;
   with_nodes.transports = transport_costs(*network_.transport, local_.transport.get());
   CIUIC_RETURN_IF_ERROR(
       coll::build_schedule(with_nodes, algorithm_for(args.collective), schedule.get()));
-  if (schedules_.size() >= 256) schedules_.clear();  // bounded: workloads repeat few shapes
-  schedules_.emplace(key, schedule);
+  schedules_.insert(args, schedule);
   *out = schedule;
   return Status::Ok();
 }
