@@ -26,7 +26,6 @@
 #include <array>
 #include <atomic>
 #include <cstdint>
-#include <deque>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -113,6 +112,28 @@ class ShmChannelBase {
   common::AbortFrameReader peer_abort_{kAbortHeaderBytes, &decode_abort_header};
 };
 
+// A FIFO of at most N entries in place: a std::deque of the send requests allocated a
+// block every 64 messages as its head moved on.
+template <typename T, size_t N>
+class FixedQueue {
+ public:
+  bool empty() const { return size_ == 0; }
+  T front() const { return slots_[head_]; }
+  void push_back(T v) {  // callers keep size() < N (one entry per outstanding request)
+    slots_[(head_ + size_) % N] = v;
+    ++size_;
+  }
+  void pop_front() {
+    head_ = (head_ + 1) % N;
+    --size_;
+  }
+
+ private:
+  std::array<T, N> slots_{};
+  size_t head_ = 0;
+  size_t size_ = 0;
+};
+
 struct SendRequest final : Request {
   const uint8_t* data = nullptr;
   uint64_t size = 0;
@@ -150,8 +171,9 @@ class ShmSendChannel final : public common::ChannelOver<SendChannel, ShmChannelB
   std::array<SendRequest, kMaxRequests> pool_;
   uint32_t free_mask_;
   int outstanding_ = 0;
-  std::deque<SendRequest*> write_queue_;    // posting order, record not fully in the ring
-  std::deque<SendRequest*> awaiting_read_;  // CMA headers in the ring, not yet read
+  // Each outstanding request is in at most one of them, so neither outgrows kMaxRequests.
+  FixedQueue<SendRequest*, kMaxRequests> write_queue_;    // posting order, not fully in the ring
+  FixedQueue<SendRequest*, kMaxRequests> awaiting_read_;  // CMA headers in the ring, not yet read
   uint64_t next_seq_ = 0;
   uint64_t head_ = 0;       // our head (only we write it)
   uint64_t tail_seen_ = 0;  // the receiver's tail, as last loaded
