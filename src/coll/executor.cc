@@ -3,8 +3,9 @@
 #include <poll.h>
 #include <sched.h>
 
+#include <algorithm>
+#include <array>
 #include <cstring>
-#include <deque>
 #include <vector>
 
 #include "base/log.h"
@@ -18,13 +19,44 @@ struct InFlight {
   transport::Request* request;
 };
 
+// The requests a lane has in flight, oldest first: a fixed ring, since no channel takes
+// more than kMaxRequests at once (a std::deque allocated two blocks per lane per call).
+class InFlightRing {
+ public:
+  static constexpr size_t kCapacity = transport::kMaxRequests;
+  bool empty() const { return size_ == 0; }
+  size_t size() const { return size_; }
+  const InFlight& front() const { return slots_[head_]; }
+  void push_back(InFlight f) {
+    slots_[(head_ + size_) % kCapacity] = f;
+    ++size_;
+  }
+  void pop_front() {
+    head_ = (head_ + 1) % kCapacity;
+    --size_;
+  }
+  void clear() { head_ = size_ = 0; }
+
+ private:
+  std::array<InFlight, kCapacity> slots_;
+  size_t head_ = 0;
+  size_t size_ = 0;
+};
+
 // The per-peer, per-direction queue of network steps in schedule order.
 struct Lane {
   const std::vector<uint32_t>* steps_list = nullptr;  // owned by the Schedule
   const std::vector<uint32_t>& steps() const { return *steps_list; }
   size_t next_to_post = 0;
-  std::deque<InFlight> in_flight;
+  InFlightRing in_flight;
   size_t completed = 0;
+
+  void reset(const std::vector<uint32_t>* steps) {
+    steps_list = steps;
+    next_to_post = 0;
+    in_flight.clear();
+    completed = 0;
+  }
 };
 
 struct PeerState {
@@ -35,10 +67,41 @@ struct PeerState {
   transport::RecvChannel* recv_channel = nullptr;
 };
 
+// A run's mutable state. Kept per thread between runs, so that running a cached schedule
+// allocates nothing once the vectors have grown to its size; released after a run that
+// needed far more than small operations do, so one huge schedule does not pin memory.
+struct Workspace {
+  std::vector<uint32_t> missing;  // unfinished dependencies per step
+  std::vector<uint32_t> ready_local;
+  std::vector<PeerState> peers;
+  std::vector<pollfd> fds;
+  bool in_use = false;
+
+  static constexpr size_t kKeepSteps = size_t{1} << 16;
+  static constexpr size_t kKeepPeers = 64;
+  void trim() {
+    if (missing.capacity() > kKeepSteps) {
+      std::vector<uint32_t>().swap(missing);
+      std::vector<uint32_t>().swap(ready_local);
+    }
+    if (peers.capacity() > kKeepPeers) std::vector<PeerState>().swap(peers);
+  }
+};
+
 class Run {
  public:
-  Run(const Schedule& s, const std::vector<Buffers>& b, PeerLinks& links, const ExecOptions& o)
-      : s_(s), b_(b), links_(links), o_(o) {}
+  Run(const Schedule& s, const std::vector<Buffers>& b, PeerLinks& links, const ExecOptions& o,
+      Workspace& w)
+      : s_(s),
+        b_(b),
+        links_(links),
+        o_(o),
+        max_in_flight_(static_cast<size_t>(
+            std::clamp(o.max_in_flight, 1, static_cast<int>(InFlightRing::kCapacity)))),
+        missing_(w.missing),
+        ready_local_(w.ready_local),
+        peers_(w.peers),
+        fds_(w.fds) {}
 
   Status go();
 
@@ -56,9 +119,11 @@ class Run {
   const std::vector<Buffers>& b_;
   PeerLinks& links_;
   const ExecOptions& o_;
-  std::vector<uint32_t> missing_;  // unfinished dependencies per step
-  std::vector<uint32_t> ready_local_;
-  std::vector<PeerState> peers_;
+  const size_t max_in_flight_;
+  std::vector<uint32_t>& missing_;  // unfinished dependencies per step
+  std::vector<uint32_t>& ready_local_;
+  std::vector<PeerState>& peers_;
+  std::vector<pollfd>& fds_;
   size_t done_ = 0;
 };
 
@@ -81,7 +146,7 @@ Status Run::fail(Status s, int peer, const char* what) {
 
 Status Run::post(PeerState& p, bool* progressed) {
   while (p.send.next_to_post < p.send.steps().size() &&
-         p.send.in_flight.size() < static_cast<size_t>(o_.max_in_flight)) {
+         p.send.in_flight.size() < max_in_flight_) {
     uint32_t i = p.send.steps()[p.send.next_to_post];
     if (missing_[i] != 0) break;
     const Step& st = s_.steps[i];
@@ -94,7 +159,7 @@ Status Run::post(PeerState& p, bool* progressed) {
     *progressed = true;
   }
   while (p.recv.next_to_post < p.recv.steps().size() &&
-         p.recv.in_flight.size() < static_cast<size_t>(o_.max_in_flight)) {
+         p.recv.in_flight.size() < max_in_flight_) {
     uint32_t i = p.recv.steps()[p.recv.next_to_post];
     if (missing_[i] != 0) break;
     const Step& st = s_.steps[i];
@@ -164,14 +229,14 @@ std::string Run::waiting_on() const {
 }
 
 Status Run::sleep_until_ready() {
-  std::vector<pollfd> fds;
+  fds_.clear();
   for (const PeerState& p : peers_) {
-    if (!p.send.in_flight.empty()) p.send_channel->collect_poll_fds(&fds);
-    if (!p.recv.in_flight.empty()) p.recv_channel->collect_poll_fds(&fds);
+    if (!p.send.in_flight.empty()) p.send_channel->collect_poll_fds(&fds_);
+    if (!p.recv.in_flight.empty()) p.recv_channel->collect_poll_fds(&fds_);
   }
-  if (o_.wake_fd >= 0) fds.push_back(pollfd{o_.wake_fd, POLLIN, 0});
+  if (o_.wake_fd >= 0) fds_.push_back(pollfd{o_.wake_fd, POLLIN, 0});
   int timeout = o_.deadline.poll_timeout_ms(100);
-  int rc = ::poll(fds.data(), fds.size(), timeout);
+  int rc = ::poll(fds_.data(), fds_.size(), timeout);
   if (rc < 0 && errno != EINTR) return errno_error(o_.label() + ": poll", errno);
   return Status::Ok();
 }
@@ -181,15 +246,19 @@ Status Run::go() {
   if (s_.dependents_begin.size() != n + 1)
     return internal_error(o_.label() + ": schedule was not finalized");
   missing_.resize(n);
+  ready_local_.clear();
   for (uint32_t i = 0; i < n; ++i) {
     missing_[i] = s_.steps[i].dep_count;
     if (missing_[i] == 0 && !is_network(s_.steps[i].kind)) ready_local_.push_back(i);
   }
-  peers_.resize(s_.peers.size());
+  peers_.resize(s_.peers.size());  // reused entries are reset whole here
   for (size_t k = 0; k < s_.peers.size(); ++k) {
-    peers_[k].peer = s_.peers[k].peer;
-    peers_[k].send.steps_list = &s_.peers[k].sends;
-    peers_[k].recv.steps_list = &s_.peers[k].recvs;
+    PeerState& p = peers_[k];
+    p.peer = s_.peers[k].peer;
+    p.send.reset(&s_.peers[k].sends);
+    p.recv.reset(&s_.peers[k].recvs);
+    p.send_channel = nullptr;
+    p.recv_channel = nullptr;
   }
   for (PeerState& p : peers_) {
     if (!p.send.steps().empty()) p.send_channel = links_.send_channel(p.peer);
@@ -267,8 +336,16 @@ void run_local_step(const Schedule& s, const Step& st, const Buffers* sets) {
 
 Status execute(const Schedule& schedule, const std::vector<Buffers>& buffers, PeerLinks& links,
                const ExecOptions& options) {
-  Run run(schedule, buffers, links, options);
-  return run.go();
+  thread_local Workspace per_thread;
+  // A PeerLinks that runs another schedule from inside a channel call would find the
+  // thread's workspace taken: it gets a fresh one.
+  Workspace fresh;
+  Workspace& w = per_thread.in_use ? fresh : per_thread;
+  w.in_use = true;
+  Status s = Run(schedule, buffers, links, options, w).go();
+  w.in_use = false;
+  w.trim();
+  return s;
 }
 
 }  // namespace ciuic::coll

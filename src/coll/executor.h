@@ -33,7 +33,7 @@ struct ExecOptions {
   Deadline deadline = Deadline::never();
   const std::atomic<bool>* aborted = nullptr;  // checked every iteration
   int wake_fd = -1;                     // readable when abort() wants the executor awake
-  int max_in_flight = 8;                // per peer and direction
+  int max_in_flight = 8;                // per peer and direction, 1..transport::kMaxRequests
   int spin_before_sleep = 64;           // idle iterations before sleeping in poll()
   bool yield_when_idle = true;          // more ranks than cores here: give the core away
 };

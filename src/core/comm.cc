@@ -154,17 +154,21 @@ std::string Communicator::describe_peer(int peer) {
 }
 
 Status Communicator::connect_peers(const coll::Schedule& schedule, Deadline deadline) {
+  // The common case, every channel up: read off the schedule's peer lists (finalize()),
+  // with no allocation, no syscall, no accept() polling.
+  bool connected = true;
+  for (const coll::Schedule::PeerSteps& ps : schedule.peers) {
+    const Peer& peer = peers_[ps.peer];
+    connected = connected && (ps.sends.empty() || (peer.send && peer.hello_sent)) &&
+                (ps.recvs.empty() || peer.recv);
+  }
+  if (connected) return Status::Ok();
   std::vector<bool> need_send(static_cast<size_t>(nranks_)),
       need_recv(static_cast<size_t>(nranks_));
   for (const coll::Step& st : schedule.steps) {
     if (st.kind == coll::StepKind::kSend) need_send[st.peer] = true;
     if (st.kind == coll::StepKind::kRecv) need_recv[st.peer] = true;
   }
-  bool connected = true;
-  for (int p = 0; p < nranks_ && connected; ++p)
-    connected = (!need_send[p] || (peers_[p].send && peers_[p].hello_sent)) &&
-                (!need_recv[p] || peers_[p].recv);
-  if (connected) return Status::Ok();  // the common case: no syscall, no accept() polling
   int idle = 0;
   for (;;) {
     bool missing = false, progressed = false;
@@ -303,23 +307,14 @@ std::shared_ptr<const coll::TransportCosts> transport_costs(transport::Transport
 
 Status Communicator::schedule_for(const coll::CollectiveArgs& args,
                                   std::shared_ptr<const coll::Schedule>* out) {
-  auto key = std::make_tuple(static_cast<int>(args.collective), args.count,
-                             static_cast<int>(args.datatype), static_cast<int>(args.op), args.root,
-                             args.peer, (args.in_place ? 1 : 0) | (args.in_place_mpi ? 2 : 0),
-                             static_cast<int>(args.chunk_bytes));
-  auto it = schedules_.find(key);
-  if (it != schedules_.end()) {
-    *out = it->second;
-    return Status::Ok();
-  }
+  if ((*out = schedules_.find(args))) return Status::Ok();
   auto schedule = std::make_shared<coll::Schedule>();
   coll::CollectiveArgs with_nodes = args;
   with_nodes.node_of_rank = node_of_rank_;
   with_nodes.transports = transport_costs(*network_.transport, local_.transport.get());
   CIUIC_RETURN_IF_ERROR(
       coll::build_schedule(with_nodes, algorithm_for(args.collective), schedule.get()));
-  if (schedules_.size() >= 256) schedules_.clear();  // bounded: workloads repeat few shapes
-  schedules_.emplace(key, schedule);
+  schedules_.insert(args, schedule);
   *out = schedule;
   return Status::Ok();
 }

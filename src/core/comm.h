@@ -26,6 +26,7 @@
 #include "base/status.h"
 #include "coll/executor.h"
 #include "coll/schedule.h"
+#include "coll/schedule_cache.h"
 #include "core/bootstrap.h"
 #include "transports/transport.h"
 
@@ -151,9 +152,7 @@ class Communicator final : public coll::PeerLinks {
   };
   std::vector<std::unique_ptr<Greeting>> greetings_;  // stable addresses: receives land in them
 
-  std::map<std::tuple<int, size_t, int, int, int, int, int, int>,
-           std::shared_ptr<const coll::Schedule>>
-      schedules_;
+  coll::ScheduleCache schedules_;
   std::vector<char> scratch_;
   bool oversubscribed_ = true;  // more ranks on this host than cores to run them
   uint64_t next_seq_ = 1;

@@ -36,8 +36,22 @@ void GroupedRecv::post(int count, void* const* buffers, const size_t* sizes,
   completed = 0;
 }
 
+bool GroupedRecv::try_match(int tag, uint64_t size, int* slot) {
+  for (int i = 0; i < n; ++i) {
+    if (matched[i] || tags[i] != tag) continue;
+    if (size > capacity[i]) return false;  // the first buffer with the tag must take it
+    matched[i] = true;
+    ++matched_count;
+    *slot = i;
+    return true;
+  }
+  return false;
+}
+
 Status GroupedRecv::match(int tag, uint64_t size, const std::string& peer, int* slot) {
   *slot = -1;
+  if (try_match(tag, size, slot)) return Status::Ok();
+  // The text is built only for the error: this runs once per message.
   std::string open;
   for (int i = 0; i < n; ++i) {
     if (matched[i]) continue;
@@ -48,14 +62,12 @@ Status GroupedRecv::match(int tag, uint64_t size, const std::string& peer, int* 
     return invalid_argument("a message with tag " + std::to_string(tag) + " from " + peer +
                             " matches no unfilled buffer of the posted receive (tags " + open +
                             "): sender and receiver disagree on the tags");
-  if (size > capacity[*slot])
-    return invalid_argument("a " + std::to_string(size) + "-byte message (tag " +
-                            std::to_string(tag) + ") from " + peer + " is larger than its " +
-                            std::to_string(capacity[*slot]) +
-                            "-byte receive buffer: post a larger receive");
-  matched[*slot] = true;
-  ++matched_count;
-  return Status::Ok();
+  const size_t capacity_of_slot = capacity[*slot];
+  *slot = -1;
+  return invalid_argument("a " + std::to_string(size) + "-byte message (tag " +
+                          std::to_string(tag) + ") from " + peer + " is larger than its " +
+                          std::to_string(capacity_of_slot) +
+                          "-byte receive buffer: post a larger receive");
 }
 
 void GroupedRecv::report(size_t* sizes) const {

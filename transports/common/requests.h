@@ -37,6 +37,9 @@ struct GroupedRecv {
   // buffer with that tag, in *slot. An error when none has that tag (it names the tags
   // still open) or the buffer is too small (it names both sizes).
   Status match(int tag, uint64_t size, const std::string& peer, int* slot);
+  // match() without the error text, for the hot path: true with *slot when the message
+  // is taken; false leaves the receive as it was (match() then says why).
+  bool try_match(int tag, uint64_t size, int* slot);
   // Copies each buffer's received size to sizes (n entries; may be null).
   void report(size_t* sizes) const;
 };

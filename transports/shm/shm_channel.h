@@ -12,8 +12,9 @@
 //
 // Waiting: a side about to sleep sets its flag in the segment (collect_poll_fds); the
 // other side rings its eventfd doorbell only when it sees that flag. Peer death: the
-// socket's end of stream and the pidfd; both are polled at most every 100 µs while a
-// caller spins, and at once after it slept in poll().
+// socket's end of stream and the pidfd; both are polled at most every 100 µs (and every
+// 64th idle call, the clock being read only then) while a caller spins, and at once after
+// it slept in poll().
 //
 // Locking: every public call takes the channel's mutex, held only for non-blocking work
 // (a CMA read is cut into pieces and stops between them when abort() is called).
@@ -25,7 +26,6 @@
 #include <array>
 #include <atomic>
 #include <cstdint>
-#include <deque>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -75,7 +75,8 @@ class ShmChannelBase {
   void announce_sleep() const;
   void end_sleep();
   // Reads the socket without waiting (an ABORT frame, or the end of the stream) and polls
-  // the pidfd; at most every 100 µs unless `force`. Sets peer_reason_ / peer_gone_.
+  // the pidfd; unless `force` or after a sleep in poll(), at most every 100 µs and only on
+  // every 64th call (the clock is read only then). Sets peer_reason_ / peer_gone_.
   Status watch_peer(bool force);
   // Sends an ABORT frame with `reason` (best effort), marks this side aborted in the
   // segment and shuts the socket's write side. Only the first call does anything.
@@ -107,7 +108,30 @@ class ShmChannelBase {
   mutable bool announced_ = false;  // this side set its sleep flag
   mutable bool slept_ = false;      // collect_poll_fds was called: look at the socket next
   int64_t last_watch_ns_ = 0;
+  uint32_t idle_watch_calls_ = 0;  // paces the clock reads of watch_peer
   common::AbortFrameReader peer_abort_{kAbortHeaderBytes, &decode_abort_header};
+};
+
+// A FIFO of at most N entries in place: a std::deque of the send requests allocated a
+// block every 64 messages as its head moved on.
+template <typename T, size_t N>
+class FixedQueue {
+ public:
+  bool empty() const { return size_ == 0; }
+  T front() const { return slots_[head_]; }
+  void push_back(T v) {  // callers keep size() < N (one entry per outstanding request)
+    slots_[(head_ + size_) % N] = v;
+    ++size_;
+  }
+  void pop_front() {
+    head_ = (head_ + 1) % N;
+    --size_;
+  }
+
+ private:
+  std::array<T, N> slots_{};
+  size_t head_ = 0;
+  size_t size_ = 0;
 };
 
 struct SendRequest final : Request {
@@ -147,8 +171,9 @@ class ShmSendChannel final : public common::ChannelOver<SendChannel, ShmChannelB
   std::array<SendRequest, kMaxRequests> pool_;
   uint32_t free_mask_;
   int outstanding_ = 0;
-  std::deque<SendRequest*> write_queue_;    // posting order, record not fully in the ring
-  std::deque<SendRequest*> awaiting_read_;  // CMA headers in the ring, not yet read
+  // Each outstanding request is in at most one of them, so neither outgrows kMaxRequests.
+  FixedQueue<SendRequest*, kMaxRequests> write_queue_;    // posting order, not fully in the ring
+  FixedQueue<SendRequest*, kMaxRequests> awaiting_read_;  // CMA headers in the ring, not yet read
   uint64_t next_seq_ = 0;
   uint64_t head_ = 0;       // our head (only we write it)
   uint64_t tail_seen_ = 0;  // the receiver's tail, as last loaded

@@ -92,7 +92,7 @@ Status ShmSendChannel::test(Request* request, bool* done, size_t* size) {
     free_mask_ |= 1u << (r - pool_.data());
     return Status::Ok();
   }
-  return failed_;
+  return failed_.ok() ? Status::Ok() : failed_;
 }
 
 Status ShmSendChannel::progress() {
