@@ -21,7 +21,7 @@ case "$check" in
     needs_ibverbs
     compgen -G "$build/tests/ibverbs_*_test" > /dev/null ||
       { echo "rdma-vm: SKIPPED: no $build/tests/ibverbs_*_test binaries built"; exit 77; }
-    nodes=1 timeout=240 ;;
+    nodes=1 timeout=360 ;;
   collectives) needs_ibverbs; nodes=1 timeout=400 ;;
   two_nodes) needs_ibverbs; nodes=2 timeout=240 ;;
   peer_death)
