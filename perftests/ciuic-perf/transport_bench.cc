@@ -14,6 +14,7 @@
 #include "core/bootstrap.h"
 #include "core/comm.h"
 #include "options.h"
+#include "tick_clock.h"
 #include "transports/transport.h"
 
 namespace ciuic::perf {
@@ -133,7 +134,9 @@ Status run(const Options& o, const core::LaunchInfo& info) {
                     static_cast<double>(bytes) * iters / recv_seconds / 1e9, iters / recv_seconds / 1e6);
       }
     } else {
-      std::vector<double> samples;
+      std::vector<uint64_t> samples;  // round trips in ticks of the CPU's counter
+      samples.reserve(static_cast<size_t>(iters));
+      TickClock clock;
       Deadline deadline = Deadline::after_ms(120000);
       std::vector<char> inbox(buf.size());
       void* data = buf.data();
@@ -141,7 +144,7 @@ Status run(const Options& o, const core::LaunchInfo& info) {
       size_t size = bytes;
       int tag = 0;
       for (int i = 0; i < iters; ++i) {
-        auto t0 = std::chrono::steady_clock::now();
+        const uint64_t t0 = TickClock::ticks();
         // Each rank posts its receive first, as the collectives' executor does and as
         // perftest pre-posts its receive WQEs: a receiver-driven transport (ibverbs'
         // FIFO) then announces the buffer while the other side is still busy.
@@ -156,15 +159,18 @@ Status run(const Options& o, const core::LaunchInfo& info) {
         } while (send_req == nullptr);
         CIUIC_RETURN_IF_ERROR(wait_done(link.send.get(), true, send_req, deadline));
         if (info.rank == 0) CIUIC_RETURN_IF_ERROR(wait_done(link.recv.get(), false, recv_req, deadline));
-        double us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count() / 2;
-        if (i >= o.warmup) samples.push_back(us);
+        const uint64_t t1 = TickClock::ticks();
+        if (i >= o.warmup) samples.push_back(t1 - t0);
       }
+      const double us_per_tick = clock.microseconds_per_tick() / 2;  // half the round trip
       if (info.rank == 0 && !samples.empty()) {
         std::sort(samples.begin(), samples.end());
         double sum = 0;
-        for (double v : samples) sum += v;
-        std::printf(" %11zu %12zu %12.2f %12.2f %12.2f %12.2f\n", bytes, samples.size(), samples.front(),
-                    sum / samples.size(), samples[samples.size() / 2], samples[samples.size() * 99 / 100]);
+        for (uint64_t v : samples) sum += static_cast<double>(v);
+        auto us = [&](double ticks) { return ticks * us_per_tick; };
+        std::printf(" %11zu %12zu %12.2f %12.2f %12.2f %12.2f\n", bytes, samples.size(), us(samples.front()),
+                    us(sum / samples.size()), us(samples[samples.size() / 2]),
+                    us(samples[samples.size() * 99 / 100]));
       }
     }
     std::fflush(stdout);
