@@ -93,6 +93,8 @@ collectives: allreduce allgather reduce_scatter broadcast reduce alltoall sendre
       --topo T          simulate / tune: flat, torus:AxBxC or nodes:N (default flat)
       --collective C    simulate: which collective (default allreduce); tune: only that one
       --exact           simulate: run every rank's schedule event by event (small rank counts)
+      --unregistered    transport: do not register the buffers first (as perftest and NCCL
+                        do), so the transport's own staging for unregistered memory is timed
       --transport NAME  tune: also take the figures the transports in use here report
                         (NAME as CIUIC_TRANSPORT: auto, tcp, ...)
       --write FILE      calibrate: write the measured parameters for CIUIC_TUNER_FILE
@@ -121,7 +123,8 @@ bool parse_options(int argc, char** argv, Options* o, std::string* error) {
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& a = args[i];
     const bool takes_value = a.size() > 1 && a[0] == '-' && a != "-h" && a != "--help" &&
-                             a != "--print-config" && a != "--dump-schedule" && a != "--exact";
+                             a != "--print-config" && a != "--dump-schedule" && a != "--exact" &&
+                             a != "--unregistered";
     if (takes_value && i + 1 >= args.size()) return fail("option " + a + " needs a value");
     const std::string v = takes_value ? args[++i] : "";
     bool ok = true;
@@ -129,6 +132,7 @@ bool parse_options(int argc, char** argv, Options* o, std::string* error) {
     else if (a == "--print-config") o->print_config = true;
     else if (a == "--dump-schedule") o->dump_schedule = true;
     else if (a == "--exact") o->exact = true;
+    else if (a == "--unregistered") o->unregistered = true;
     else if (a == "--ranks") ok = parse_int_arg(v, 1, &o->nranks);
     else if (a == "--topo") o->topology = v;
     else if (a == "--collective") o->collective = o->collective_given = v == "reducescatter" ? "reduce_scatter" : v;

@@ -37,6 +37,7 @@ struct Options {
   std::string collective = "allreduce";  // --collective (simulate)
   std::string collective_given;   // --collective as given (tune: only that one)
   bool exact = false;             // --exact: simulate the schedules event by event
+  bool unregistered = false;      // --unregistered: transport buffers not registered first
   // calibrate
   std::string write_path;         // --write FILE: the measured cost parameters
   bool nranks_given = false;      // -N given (calibrate starts 2 ranks otherwise)

@@ -66,7 +66,8 @@ Status wait_done(transport::Channel* ch, bool is_send, transport::Request* req, 
 }
 
 // Streams `iters` messages of `bytes` with up to `window` in flight; returns seconds.
-Status stream(Link& link, bool sender, void* buf, size_t bytes, int iters, int window, double* seconds) {
+Status stream(Link& link, bool sender, void* buf, transport::MemoryRegion* region, size_t bytes, int iters,
+              int window, double* seconds) {
   Deadline deadline = Deadline::after_ms(120000);
   std::vector<transport::Request*> in_flight;
   int posted = 0, completed = 0;
@@ -77,9 +78,9 @@ Status stream(Link& link, bool sender, void* buf, size_t bytes, int iters, int w
     while (posted < iters && static_cast<int>(in_flight.size()) < window) {
       transport::Request* req = nullptr;
       if (sender) {
-        CIUIC_RETURN_IF_ERROR(link.send->isend(buf, bytes, tag, nullptr, &req));
+        CIUIC_RETURN_IF_ERROR(link.send->isend(buf, bytes, tag, region, &req));
       } else {
-        CIUIC_RETURN_IF_ERROR(link.recv->irecv(1, &buf, &bytes, &tag, nullptr, &req));
+        CIUIC_RETURN_IF_ERROR(link.recv->irecv(1, &buf, &bytes, &tag, &region, &req));
       }
       if (req == nullptr) break;
       in_flight.push_back(req);
@@ -109,7 +110,19 @@ Status run(const Options& o, const core::LaunchInfo& info) {
   Link link;
   CIUIC_RETURN_IF_ERROR(open_link(info, *store, &link));
   std::vector<char> buf(std::max<size_t>(o.max_bytes, 1), 1);
+  std::vector<char> inbox(buf.size());
   const bool bw = o.transport_mode == "bw";
+  // Registered once, as perftest and NCCL do; the bw stream sends from and receives into
+  // `buf`, the ping-pong receives into `inbox`.
+  std::unique_ptr<transport::MemoryRegion> buf_send_region, buf_recv_region, inbox_region;
+  if (!o.unregistered) {
+    CIUIC_RETURN_IF_ERROR(link.send->register_memory(buf.data(), buf.size(), transport::kHostMemory,
+                                                     &buf_send_region));
+    CIUIC_RETURN_IF_ERROR(link.recv->register_memory(buf.data(), buf.size(), transport::kHostMemory,
+                                                     &buf_recv_region));
+    CIUIC_RETURN_IF_ERROR(link.recv->register_memory(inbox.data(), inbox.size(), transport::kHostMemory,
+                                                     &inbox_region));
+  }
   if (info.rank == 0) {
     if (bw) std::printf("#%11s %12s %16s %14s\n", "bytes", "iterations", "BW average[GB/s]", "MsgRate[Mpps]");
     else std::printf("#%11s %12s %12s %12s %12s %12s\n", "bytes", "iterations", "t_min[usec]", "t_avg[usec]", "t_p50[usec]", "t_p99[usec]");
@@ -121,7 +134,8 @@ Status run(const Options& o, const core::LaunchInfo& info) {
     const int iters = o.iters * (bytes <= 65536 ? 50 : 1) + o.warmup;
     if (bw) {
       double seconds = 0;
-      CIUIC_RETURN_IF_ERROR(stream(link, info.rank == 0, buf.data(), bytes, iters, transport::kMaxRequests, &seconds));
+      CIUIC_RETURN_IF_ERROR(stream(link, info.rank == 0, buf.data(), info.rank == 0 ? buf_send_region.get() : buf_recv_region.get(),
+                                   bytes, iters, transport::kMaxRequests, &seconds));
       if (info.rank == 1) {
         std::vector<uint8_t> mine(sizeof(double));
         std::memcpy(mine.data(), &seconds, sizeof(double));
@@ -138,9 +152,9 @@ Status run(const Options& o, const core::LaunchInfo& info) {
       samples.reserve(static_cast<size_t>(iters));
       TickClock clock;
       Deadline deadline = Deadline::after_ms(120000);
-      std::vector<char> inbox(buf.size());
       void* data = buf.data();
       void* into = inbox.data();
+      transport::MemoryRegion* recv_region = inbox_region.get();
       size_t size = bytes;
       int tag = 0;
       for (int i = 0; i < iters; ++i) {
@@ -151,11 +165,11 @@ Status run(const Options& o, const core::LaunchInfo& info) {
         transport::Request* recv_req = nullptr;
         transport::Request* send_req = nullptr;
         do {
-          CIUIC_RETURN_IF_ERROR(link.recv->irecv(1, &into, &size, &tag, nullptr, &recv_req));
+          CIUIC_RETURN_IF_ERROR(link.recv->irecv(1, &into, &size, &tag, &recv_region, &recv_req));
         } while (recv_req == nullptr);
         if (info.rank == 1) CIUIC_RETURN_IF_ERROR(wait_done(link.recv.get(), false, recv_req, deadline));
         do {
-          CIUIC_RETURN_IF_ERROR(link.send->isend(data, size, tag, nullptr, &send_req));
+          CIUIC_RETURN_IF_ERROR(link.send->isend(data, size, tag, buf_send_region.get(), &send_req));
         } while (send_req == nullptr);
         CIUIC_RETURN_IF_ERROR(wait_done(link.send.get(), true, send_req, deadline));
         if (info.rank == 0) CIUIC_RETURN_IF_ERROR(wait_done(link.recv.get(), false, recv_req, deadline));
