@@ -51,6 +51,7 @@ bool AuthenticatedListener::advance(Pending* p) {
       std::vector<uint8_t> reply;
       Status d = decide(p, p->handshake->peer_payload(), &reply);
       if (d.ok()) {
+        p->decided = true;
         p->handshake->accept(std::move(reply));
       } else {
         p->handshake->refuse(d.message());
@@ -59,6 +60,7 @@ bool AuthenticatedListener::advance(Pending* p) {
     }
     if (!s.ok()) {
       refuse(*p, s.message());
+      if (p->decided) accepted_then_lost(p);
       return true;
     }
     if (!done) return false;

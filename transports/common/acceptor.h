@@ -51,6 +51,7 @@ class AuthenticatedListener : public Listener {
     std::string peer;  // "10.0.0.2:41234", "pid 1234": for messages
     std::unique_ptr<Handshake> handshake;
     Deadline deadline = Deadline::never();  // the handshake's, and what follows it
+    bool decided = false;  // decide() accepted the payload
     bool authenticated = false;
   };
 
@@ -83,6 +84,9 @@ class AuthenticatedListener : public Listener {
   virtual Status after_handshake(Pending* p, bool* finished) = 0;
   // Runs on every accept() after the pending connections advanced.
   virtual void after_advance() {}
+  // Runs when a connection is refused or lost after decide() accepted its payload, so that
+  // what decide() set aside for it (a TCP stripe's place) is free for the peer's next dial.
+  virtual void accepted_then_lost(Pending*) {}
 
   void deliver(std::unique_ptr<RecvChannel> channel) { ready_.push_back(std::move(channel)); }
   // The one WARN of a refusal.

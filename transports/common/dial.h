@@ -19,6 +19,8 @@ namespace ciuic::transport::common {
 
 class Dial {
  public:
+  static constexpr int kMaxDials = 4;
+
   struct Setup {
     net::SocketAddress remote;
     int buffer_bytes = 0;  // SO_SNDBUF/SO_RCVBUF set before connect(); 0: the kernel's
@@ -32,7 +34,10 @@ class Dial {
   // Opens the socket and starts connecting.
   Status start(Setup setup);
   // Advances without waiting; *done once the listener accepted. A connection that is not
-  // made by the deadline is a timeout; a refusal says why.
+  // made by the deadline is a timeout; a refusal says why. A connection that was made but
+  // reset or closed before the listener's verdict (a lossy link can lose the listener's
+  // state of it; a listener full of strangers closes new sockets at once) is dialed again,
+  // up to kMaxDials times in all with a short pause between, within the same deadline.
   Status progress(bool* done);
   // The poll() events this waits for now; 0 once done.
   short wanted_events() const;
@@ -43,6 +48,14 @@ class Dial {
   net::Fd take_fd() { return std::move(fd_); }
 
  private:
+  Status open_and_connect();
+  // A failure of a connection that was made, before the verdict: worth one more dial?
+  bool should_dial_again(const Status& failure) const;
+
+  Setup setup_;  // kept for another dial
+  int dials_ = 0;
+  Deadline redial_at_ = Deadline::never();
+  bool waiting_to_redial_ = false;
   net::SocketAddress remote_;
   Deadline deadline_ = Deadline::never();
   net::Fd fd_;

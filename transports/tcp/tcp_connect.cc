@@ -1,5 +1,8 @@
 #include "transports/tcp/tcp_connect.h"
 
+#include <sys/socket.h>
+
+#include <cerrno>
 #include <cinttypes>
 
 #include "base/config.h"
@@ -18,6 +21,14 @@ const config::IntParam kMinStripeBytes{
 const config::IntParam kBufferBytes{
     "CIUIC_TCP_BUFFER_BYTES", 0,
     "TCP transport: SO_SNDBUF/SO_RCVBUF of each socket; 0 keeps the kernel's autotuning"};
+
+// A stripe waiting for its channel's other stripes carries nothing yet: readable means
+// the connector closed or reset it.
+bool connection_ended(int fd) {
+  char byte;
+  ssize_t n = ::recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+  return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+}
 
 }  // namespace
 
@@ -90,6 +101,7 @@ Status TcpListener::decide(Pending* p, const std::vector<uint8_t>& payload,
   if (g.stripe_count != hello.stripe_count || g.min_stripe_bytes != hello.min_stripe_bytes ||
       g.flags != hello.flags)
     return invalid_argument("stripe parameters differ from the channel's other stripes");
+  forget_ended_stripes(&g);
   if (g.stripes[hello.stripe_index].valid() || g.claimed(hello.stripe_index))
     return invalid_argument("stripe " + std::to_string(hello.stripe_index) + " arrived twice");
   g.claim(hello.stripe_index);
@@ -104,7 +116,9 @@ Status TcpListener::after_handshake(Pending* p, bool* finished) {
     return remote_error("its channel's other stripes did not arrive in time");
   Group& g = it->second;
   g.stripes[hello.stripe_index] = std::move(p->fd);
-  if (++g.arrived == g.stripe_count) {
+  ++g.arrived;
+  if (g.arrived == g.stripe_count) forget_ended_stripes(&g);
+  if (g.arrived == g.stripe_count) {
     CIUIC_LOG_TRACE(log::kNet, "%s: channel from %s with %d stripes", where().c_str(),
                     g.peer.c_str(), g.stripe_count);
     deliver(std::make_unique<TcpRecvChannel>(std::move(g.stripes), g.peer, g.min_stripe_bytes,
@@ -127,6 +141,26 @@ void TcpListener::after_advance() {
                    it->second.stripe_count);
     it = groups_.erase(it);
   }
+}
+
+// The connector dials a stripe again when it lost the connection before our verdict
+// reached it. If that connection had got here whole, its socket has ended by now: the
+// stripe's place goes to the next dial instead of into a channel.
+void TcpListener::forget_ended_stripes(Group* g) {
+  for (int i = 0; i < g->stripe_count; ++i) {
+    if (!g->stripes[i].valid() || !connection_ended(g->stripes[i].get())) continue;
+    CIUIC_LOG_INFO(log::kNet, "%s: stripe %d of a channel from %s ended before the channel was "
+                   "complete; waiting for it again", where().c_str(), i, g->peer.c_str());
+    g->stripes[i].reset();
+    g->release(i);
+    --g->arrived;
+  }
+}
+
+void TcpListener::accepted_then_lost(Pending* p) {
+  const StripeHello& hello = static_cast<StripePending*>(p)->hello;
+  auto it = groups_.find(hello.channel_id);
+  if (it != groups_.end()) it->second.release(hello.stripe_index);
 }
 
 // ---- connector ----

@@ -47,6 +47,7 @@ class TcpListener final : public common::AuthenticatedListener {
 
     bool claimed(int index) const { return (claimed_mask >> index) & 1u; }
     void claim(int index) { claimed_mask |= 1u << index; }
+    void release(int index) { claimed_mask &= ~(1u << index); }
   };
 
   explicit TcpListener(int64_t handshake_timeout_ms);
@@ -58,6 +59,9 @@ class TcpListener final : public common::AuthenticatedListener {
   Status after_handshake(Pending* p, bool* finished) override;
   // Drops groups whose stripes did not all arrive by the handshake deadline.
   void after_advance() override;
+  // A stripe lost before its verdict left: its place waits for the connector's next dial.
+  void accepted_then_lost(Pending* p) override;
+  void forget_ended_stripes(Group* g);
 
   std::map<uint64_t, Group> groups_;
 };
