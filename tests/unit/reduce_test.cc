@@ -38,6 +38,7 @@ TEST(ReduceNames, DatatypeAndOpNamesAndSizes) {
     EXPECT_STREQ(ciuic_datatype_name(dt), names[d]);
     EXPECT_EQ(datatype_size(dt), sizes[d]);
     EXPECT_EQ(ciuic_datatype_size(dt), sizes[d]);
+    EXPECT_EQ(is_float8(dt), std::string(names[d]).rfind("f8", 0) == 0) << names[d];
   }
   for (int bad : {-1, static_cast<int>(CIUIC_NUM_DATATYPES), 1000}) {
     const auto dt = static_cast<ciuic_datatype_t>(bad);
@@ -46,6 +47,7 @@ TEST(ReduceNames, DatatypeAndOpNamesAndSizes) {
     EXPECT_STREQ(ciuic_datatype_name(dt), "");
     EXPECT_EQ(datatype_size(dt), 0u);
     EXPECT_EQ(ciuic_datatype_size(dt), 0u);
+    EXPECT_FALSE(is_float8(dt));
   }
   const char* ops[] = {"sum", "prod", "min", "max", "avg"};
   for (int o = 0; o < CIUIC_NUM_OPS; ++o) {
