@@ -148,7 +148,7 @@ ciuic_result_t run_once(const Ctx& c, const Shape& s, const void* send, void* re
 // Small integers, exact in every datatype and under any summation order (8-bit floats:
 // 0 or 1, so that sums of up to 8 ranks stay exact in e5m2).
 void fill_input(void* buf, size_t count, ciuic_datatype_t t, ciuic_op_t op, int rank) {
-  const bool float8 = t == CIUIC_FLOAT8_E4M3 || t == CIUIC_FLOAT8_E5M2;
+  const bool float8 = reduce::is_float8(t);
   auto value = [&](size_t i) {
     if (op == CIUIC_PROD) return static_cast<double>(1 + (i + static_cast<size_t>(rank)) % 2);
     if (float8) return static_cast<double>((i * 3 + static_cast<size_t>(rank) * 7) % 2);

@@ -52,6 +52,8 @@ bool is_loopback_interface(const std::string& name) {
   return loopback;
 }
 
+// Where the transport knows no speed this asks the kernel (an ioctl), so it runs once per
+// device when init enumerates them; CIUIC_NET_SPEED_MBPS is read then, with the other settings.
 int reported_speed_mbps(const transport::DeviceProperties& d) {
   const int64_t forced = kNetSpeedMbps.get();
   if (forced > 0 && forced <= INT32_MAX) return static_cast<int>(forced);
@@ -87,6 +89,7 @@ struct GlobalState {
   std::mutex mutex;
   int references = 0;  // live contexts (v11) plus the legacy context
   std::unique_ptr<transport::Transport> transport;
+  // As the transport describes them, but speed_mbps is what NCCL is told (reported_speed_mbps).
   std::vector<transport::DeviceProperties> devices;
   std::set<Context*> contexts;
   Context* legacy = nullptr;
@@ -188,8 +191,10 @@ Status acquire_locked(GlobalState& g, ncclDebugLogger_t logger) {
   CIUIC_RETURN_IF_ERROR(transport::create_transport(name, transport::TransportOptions{}, &t, &why)
                             .prefix("CIUIC_NET_TRANSPORT=" + name));
   std::vector<transport::DeviceProperties> props(std::max(t->device_count(), 0));
-  for (size_t i = 0; i < props.size(); ++i)
+  for (size_t i = 0; i < props.size(); ++i) {
     CIUIC_RETURN_IF_ERROR(t->device_properties(static_cast<int>(i), &props[i]));
+    props[i].speed_mbps = reported_speed_mbps(props[i]);
+  }
   if (props.empty())
     return unsupported(std::string("transport ") + t->name() +
                        " has no usable device (check CIUIC_SOCKET_IFNAME)");
@@ -341,7 +346,7 @@ ncclResult_t get_properties(int dev, ncclNetProperties_v11_t* props) {
     props->ptrSupport = NCCL_PTR_HOST;
     props->regIsGlobal = d.registration_is_global ? 1 : 0;
     props->forceFlush = 0;  // flushes matter only for GPUDirect receives
-    props->speed = reported_speed_mbps(d);
+    props->speed = d.speed_mbps;
     props->port = d.port;
     props->latency = d.latency_us;
     props->maxComms = d.max_comms > 0 ? d.max_comms : 65536;

@@ -2,7 +2,8 @@
 // datatypes' storage and compute types and the reduction ops, as src/reduce defines them.
 //
 // The conversions mirror src/reduce/convert_bits.h in integer code rather than using the
-// hardware's, so that NaN payloads and subnormals come out bit for bit as on the CPU.
+// hardware's, so that NaN payloads and subnormals come out bit for bit as on the CPU; the
+// rounding to a float16 subnormal is the CPU's own (reduce/round_bits.h).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -12,6 +13,7 @@
 
 #include "ciuic/ciuic.h"
 #include "reduce/fp8_bits.h"
+#include "reduce/round_bits.h"
 
 namespace ciuic::cuda::dev {
 
@@ -37,12 +39,7 @@ __device__ __forceinline__ uint16_t float_to_half_bits(float value) {
   }
   const uint32_t shift = 126 - (magnitude >> 23);
   if (shift > 24) return sign;
-  const uint32_t significand = (magnitude & 0x7fffffu) | 0x800000u;
-  uint32_t quotient = significand >> shift;
-  const uint32_t remainder = significand & ((1u << shift) - 1);
-  const uint32_t halfway = 1u << (shift - 1);
-  if (remainder > halfway || (remainder == halfway && (quotient & 1u))) ++quotient;
-  return static_cast<uint16_t>(sign | quotient);
+  return static_cast<uint16_t>(sign | reduce::shift_significand_round_even(magnitude, shift));
 }
 
 __device__ __forceinline__ float bfloat16_bits_to_float(uint16_t value) {

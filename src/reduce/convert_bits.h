@@ -6,6 +6,8 @@
 
 #include <cstdint>
 
+#include "reduce/round_bits.h"
+
 namespace ciuic::reduce {
 namespace {
 
@@ -43,12 +45,7 @@ inline __attribute__((always_inline)) uint16_t soft_float_to_half(float value) {
   const uint32_t float_exponent = magnitude >> 23;
   const uint32_t shift = 126 - float_exponent;  // >= 14 here
   if (shift > 24) return sign;                  // below half the smallest subnormal
-  const uint32_t significand = (magnitude & 0x7fffffu) | 0x800000u;
-  uint32_t quotient = significand >> shift;
-  const uint32_t remainder = significand & ((1u << shift) - 1);
-  const uint32_t halfway = 1u << (shift - 1);
-  if (remainder > halfway || (remainder == halfway && (quotient & 1u))) ++quotient;
-  return static_cast<uint16_t>(sign | quotient);
+  return static_cast<uint16_t>(sign | shift_significand_round_even(magnitude, shift));
 }
 
 inline __attribute__((always_inline)) float soft_bfloat16_to_float(uint16_t value) {

@@ -18,22 +18,18 @@
 #include <cstdint>
 #include <cstring>
 
-#if defined(__CUDACC__)
-#define CIUIC_FP8_FN __host__ __device__ __forceinline__
-#else
-#define CIUIC_FP8_FN inline __attribute__((always_inline))
-#endif
+#include "reduce/round_bits.h"
 
 namespace ciuic::fp8 {
 namespace {
 
-CIUIC_FP8_FN uint32_t bits_of(float value) {
+CIUIC_HOST_DEVICE_INLINE uint32_t bits_of(float value) {
   uint32_t bits;
   memcpy(&bits, &value, sizeof bits);
   return bits;
 }
 
-CIUIC_FP8_FN float float_of(uint32_t bits) {
+CIUIC_HOST_DEVICE_INLINE float float_of(uint32_t bits) {
   float value;
   memcpy(&value, &bits, sizeof value);
   return value;
@@ -55,7 +51,7 @@ struct Format {
                                       ? static_cast<uint8_t>(kInfinity | (1u << (kMantissaBits - 1)))
                                       : static_cast<uint8_t>(0x7f);
 
-  static CIUIC_FP8_FN float to_float(uint8_t value) {
+  static CIUIC_HOST_DEVICE_INLINE float to_float(uint8_t value) {
     const uint32_t sign = static_cast<uint32_t>(value & 0x80u) << 24;
     const uint32_t exponent = (value >> kMantissaBits) & kExponentMask;
     const uint32_t mantissa = value & kMantissaMask;
@@ -71,7 +67,7 @@ struct Format {
     return float_of(sign | bits_of(magnitude));
   }
 
-  static CIUIC_FP8_FN uint8_t from_float(float value) {
+  static CIUIC_HOST_DEVICE_INLINE uint8_t from_float(float value) {
     const uint32_t bits = bits_of(value);
     const uint8_t sign = static_cast<uint8_t>((bits >> 24) & 0x80u);
     const uint32_t magnitude = bits & 0x7fffffffu;
@@ -92,12 +88,8 @@ struct Format {
     // the result 1 << kMantissaBits, the smallest normal, is the right encoding too.
     const int shift = 23 + (1 - kBias - kMantissaBits) - exponent;
     if (shift > 24 || exponent == -127) return sign;  // below half the smallest subnormal
-    const uint32_t significand = (magnitude & 0x7fffffu) | 0x800000u;
-    uint32_t quotient = significand >> shift;
-    const uint32_t remainder = significand & ((1u << shift) - 1);
-    const uint32_t halfway = 1u << (shift - 1);
-    if (remainder > halfway || (remainder == halfway && (quotient & 1u))) ++quotient;
-    return static_cast<uint8_t>(sign | quotient);
+    return static_cast<uint8_t>(
+        sign | reduce::shift_significand_round_even(magnitude, static_cast<uint32_t>(shift)));
   }
 };
 
@@ -106,5 +98,3 @@ using E5m2 = Format<5, 2, true>;
 
 }  // namespace
 }  // namespace ciuic::fp8
-
-#undef CIUIC_FP8_FN

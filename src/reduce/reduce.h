@@ -16,6 +16,10 @@ bool valid_op(int op);
 size_t datatype_size(ciuic_datatype_t datatype);  // 0 if invalid
 const char* datatype_name(ciuic_datatype_t datatype);
 const char* op_name(ciuic_op_t op);
+// The OCP 8-bit floats, which compute in float and saturate instead of overflowing.
+constexpr bool is_float8(ciuic_datatype_t datatype) {
+  return datatype == CIUIC_FLOAT8_E4M3 || datatype == CIUIC_FLOAT8_E5M2;
+}
 
 // dst[i] = a[i] (op) b[i], i < count. dst may alias a or b (in place). CIUIC_AVG
 // accumulates as CIUIC_SUM here; finish_average() divides at the end.

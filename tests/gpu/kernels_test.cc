@@ -33,7 +33,7 @@ std::vector<char> random_bytes(size_t bytes, uint64_t seed) {
 void small_ints(std::vector<char>& v, ciuic_datatype_t t, ciuic_op_t op, size_t count, int source) {
   for (size_t i = 0; i < count; ++i) {
     static const double kFactors[] = {-1, 1, 2};
-    const bool float8 = t == CIUIC_FLOAT8_E4M3 || t == CIUIC_FLOAT8_E5M2;
+    const bool float8 = reduce::is_float8(t);
     // 8-bit floats: {-1, 0, 1}, so sums of up to 8 sources are exact in any order.
     double x = op == CIUIC_PROD ? kFactors[(i + 2 * source) % 3]
                : float8     ? static_cast<double>((i * 5 + source * 3) % 3) - 1

@@ -9,10 +9,9 @@
 namespace ciuic::testing {
 namespace {
 
-bool is_float8(ciuic_datatype_t t) { return t == CIUIC_FLOAT8_E4M3 || t == CIUIC_FLOAT8_E5M2; }
 bool is_float(ciuic_datatype_t t) {
   return t == CIUIC_FLOAT16 || t == CIUIC_BFLOAT16 || t == CIUIC_FLOAT32 || t == CIUIC_FLOAT64 ||
-         is_float8(t);
+         reduce::is_float8(t);
 }
 bool is_unsigned(ciuic_datatype_t t) {
   return t == CIUIC_UINT8 || t == CIUIC_UINT32 || t == CIUIC_UINT64;
@@ -51,7 +50,7 @@ double input_value(ciuic_datatype_t t, ciuic_op_t op, int rank, size_t i) {
   }
   // 8-bit floats hold integers exactly only up to 8 (e5m2) or 16 (e4m3): inputs in
   // {-1, 0, 1} keep every partial sum of up to 8 ranks exact in any order.
-  if (is_float8(t)) return static_cast<double>((i * 3 + r * 7) % 3) - 1;
+  if (reduce::is_float8(t)) return static_cast<double>((i * 3 + r * 7) % 3) - 1;
   double v = static_cast<double>((i * 3 + r * 7) % 11);
   return is_unsigned(t) ? v : v - 5;
 }

@@ -1,6 +1,7 @@
 // CPU reductions: every datatype x op x instruction set against a scalar reference written
-// independently here (conversions by double arithmetic and nearest-value search), at odd
-// lengths, misaligned starts and every aliasing of dst with the inputs.
+// independently here (conversions: reduce_test_helpers.h), at odd lengths, misaligned
+// starts and every aliasing of dst with the inputs. The conversions themselves:
+// convert_test.cc.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -15,296 +16,14 @@
 
 #include "reduce/kernels.h"
 #include "reduce/reduce.h"
+#include "unit/reduce_test_helpers.h"
 
 namespace ciuic::reduce {
 namespace {
 
+using namespace reference;
+
 constexpr ciuic_op_t kAllOps[] = {CIUIC_SUM, CIUIC_PROD, CIUIC_MIN, CIUIC_MAX, CIUIC_AVG};
-
-// ---- reference conversions, by double arithmetic ----
-
-double ref_half_value(uint16_t h) {
-  const int sign = (h >> 15) ? -1 : 1;
-  const int exponent = (h >> 10) & 0x1f;
-  const int mantissa = h & 0x3ff;
-  if (exponent == 0x1f) {
-    return mantissa ? std::numeric_limits<double>::quiet_NaN()
-                    : sign * std::numeric_limits<double>::infinity();
-  }
-  if (exponent == 0) return sign * std::ldexp(mantissa, -24);
-  return sign * std::ldexp(1024 + mantissa, exponent - 25);
-}
-
-double ref_bfloat16_value(uint16_t b) {
-  const int sign = (b >> 15) ? -1 : 1;
-  const int exponent = (b >> 7) & 0xff;
-  const int mantissa = b & 0x7f;
-  if (exponent == 0xff) {
-    return mantissa ? std::numeric_limits<double>::quiet_NaN()
-                    : sign * std::numeric_limits<double>::infinity();
-  }
-  if (exponent == 0) return sign * std::ldexp(mantissa, -133);
-  return sign * std::ldexp(128 + mantissa, exponent - 134);
-}
-
-// Nearest of two neighbours, ties to the even encoding.
-uint16_t pick_nearest(double x, uint16_t low, double low_value, double high_value) {
-  const double to_low = x - low_value, to_high = high_value - x;
-  if (to_low < to_high) return low;
-  if (to_high < to_low) return static_cast<uint16_t>(low + 1);
-  return (low & 1) ? static_cast<uint16_t>(low + 1) : low;
-}
-
-// Rounds |x| to the nearest half by binary search over the (monotonic) positive encodings.
-uint16_t ref_double_to_half(double x) {
-  if (std::isnan(x)) return 0x7e00;
-  const uint16_t sign = std::signbit(x) ? 0x8000 : 0;
-  const double magnitude = std::fabs(x);
-  if (magnitude >= 65520.0) return sign | 0x7c00;  // halfway between 65504 and 2^16, and up
-  uint16_t low = 0, high = 0x7bff;  // largest encoding whose value <= magnitude
-  while (low < high) {
-    const uint16_t mid = static_cast<uint16_t>((low + high + 1) / 2);
-    if (ref_half_value(mid) <= magnitude) low = mid; else high = static_cast<uint16_t>(mid - 1);
-  }
-  const double next = low == 0x7bff ? 65536.0 : ref_half_value(static_cast<uint16_t>(low + 1));
-  return sign | pick_nearest(magnitude, low, ref_half_value(low), next);
-}
-
-uint16_t ref_double_to_bfloat16(double x) {
-  if (std::isnan(x)) return 0x7fc0;
-  const uint16_t sign = std::signbit(x) ? 0x8000 : 0;
-  const double magnitude = std::fabs(x);
-  if (std::isinf(magnitude)) return sign | 0x7f80;
-  uint16_t low = 0, high = 0x7f7f;
-  while (low < high) {
-    const uint16_t mid = static_cast<uint16_t>((low + high + 1) / 2);
-    if (ref_bfloat16_value(mid) <= magnitude) low = mid; else high = static_cast<uint16_t>(mid - 1);
-  }
-  const double next = low == 0x7f7f ? std::ldexp(1.0, 128) : ref_bfloat16_value(low + 1);
-  return sign | pick_nearest(magnitude, low, ref_bfloat16_value(low), next);
-}
-
-// 8-bit floats: value of an encoding, and the nearest encoding to a double with
-// saturation of finite overflow (reduce/fp8_bits.h says why).
-struct Fp8Spec {
-  int exponent_bits, mantissa_bits;
-  bool has_infinity;
-  uint8_t max_finite;  // positive encoding of the largest finite value
-  int bias() const { return (1 << (exponent_bits - 1)) - 1; }
-};
-constexpr Fp8Spec kE4m3{4, 3, false, 0x7e};
-constexpr Fp8Spec kE5m2{5, 2, true, 0x7b};
-
-double ref_fp8_value(const Fp8Spec& f, uint8_t v) {
-  const int sign = (v & 0x80) ? -1 : 1;
-  const int exponent = (v >> f.mantissa_bits) & ((1 << f.exponent_bits) - 1);
-  const int mantissa = v & ((1 << f.mantissa_bits) - 1);
-  if (f.has_infinity && exponent == (1 << f.exponent_bits) - 1)
-    return mantissa ? std::numeric_limits<double>::quiet_NaN()
-                    : sign * std::numeric_limits<double>::infinity();
-  if (!f.has_infinity && (v & 0x7f) == 0x7f) return std::numeric_limits<double>::quiet_NaN();
-  if (exponent == 0) return sign * std::ldexp(mantissa, 1 - f.bias() - f.mantissa_bits);
-  return sign * std::ldexp((1 << f.mantissa_bits) + mantissa,
-                           exponent - f.bias() - f.mantissa_bits);
-}
-
-// Nearest encoding, ties to even; beyond the largest finite value: that value (or
-// infinity for an infinite input where the format has one). NaN: the format's NaN code
-// with the sign (callers compare NaN-ness only).
-uint8_t ref_double_to_fp8(const Fp8Spec& f, double x) {
-  const uint8_t sign = std::signbit(x) ? 0x80 : 0;
-  if (std::isnan(x)) return sign | 0x7f;
-  const double magnitude = std::fabs(x);
-  if (std::isinf(magnitude))
-    return sign | (f.has_infinity ? static_cast<uint8_t>(f.max_finite + 1) : f.max_finite);
-  int low = 0, high = f.max_finite;  // largest encoding whose value <= magnitude
-  while (low < high) {
-    const int mid = (low + high + 1) / 2;
-    if (ref_fp8_value(f, static_cast<uint8_t>(mid)) <= magnitude) low = mid; else high = mid - 1;
-  }
-  if (low == f.max_finite) return sign | f.max_finite;
-  const double to_low = magnitude - ref_fp8_value(f, static_cast<uint8_t>(low));
-  const double to_high = ref_fp8_value(f, static_cast<uint8_t>(low + 1)) - magnitude;
-  const int pick = to_low < to_high ? low : to_high < to_low ? low + 1 : (low & 1 ? low + 1 : low);
-  return static_cast<uint8_t>(sign | pick);
-}
-
-uint32_t bits_of(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, sizeof u);
-  return u;
-}
-float float_of(uint32_t u) {
-  float f;
-  std::memcpy(&f, &u, sizeof f);
-  return f;
-}
-
-// ---- conversions: exhaustive over all 65536 encodings ----
-
-TEST(ReduceConvert, HalfToFloatMatchesReferenceForAllEncodings) {
-  for (uint32_t h = 0; h < 65536; ++h) {
-    const float got = half_to_float(static_cast<uint16_t>(h));
-    const double want = ref_half_value(static_cast<uint16_t>(h));
-    if (std::isnan(want)) {
-      ASSERT_TRUE(std::isnan(got)) << std::hex << h;
-      EXPECT_EQ(bits_of(got) & 0x807fffffu, ((h & 0x8000u) << 16) | ((h & 0x3ffu) << 13))
-          << "sign and payload kept for " << std::hex << h;
-    } else {
-      ASSERT_EQ(static_cast<double>(got), want) << std::hex << h;
-      ASSERT_EQ(std::signbit(got), (h & 0x8000u) != 0) << std::hex << h;
-    }
-  }
-}
-
-TEST(ReduceConvert, BfloatToFloatMatchesReferenceForAllEncodings) {
-  for (uint32_t b = 0; b < 65536; ++b) {
-    const float got = bfloat16_to_float(static_cast<uint16_t>(b));
-    const double want = ref_bfloat16_value(static_cast<uint16_t>(b));
-    if (std::isnan(want)) {
-      ASSERT_TRUE(std::isnan(got)) << std::hex << b;
-    } else {
-      ASSERT_EQ(static_cast<double>(got), want) << std::hex << b;
-      ASSERT_EQ(std::signbit(got), (b & 0x8000u) != 0) << std::hex << b;
-    }
-  }
-}
-
-TEST(ReduceConvert, EveryHalfRoundTripsAndNaNStaysQuietNaN) {
-  for (uint32_t h = 0; h < 65536; ++h) {
-    const uint16_t back = float_to_half(half_to_float(static_cast<uint16_t>(h)));
-    if ((h & 0x7c00u) == 0x7c00u && (h & 0x3ffu)) {
-      EXPECT_EQ(back & 0x7e00u, 0x7e00u) << "NaN must stay a quiet NaN: " << std::hex << h;
-      EXPECT_EQ(back & 0x8000u, h & 0x8000u) << std::hex << h;
-    } else {
-      ASSERT_EQ(back, h) << std::hex << h;
-    }
-  }
-}
-
-TEST(ReduceConvert, EveryBfloatRoundTripsAndNaNStaysNaN) {
-  for (uint32_t b = 0; b < 65536; ++b) {
-    const uint16_t back = float_to_bfloat16(bfloat16_to_float(static_cast<uint16_t>(b)));
-    if ((b & 0x7f80u) == 0x7f80u && (b & 0x7fu)) {
-      EXPECT_EQ(back & 0x7fc0u, 0x7fc0u) << std::hex << b;
-      EXPECT_EQ(back & 0x8000u, b & 0x8000u) << std::hex << b;
-    } else {
-      ASSERT_EQ(back, b) << std::hex << b;
-    }
-  }
-}
-
-// Between every pair of neighbouring finite values: the midpoint goes to the even one, a
-// hair either side goes to the nearer one. The top pair includes overflow to infinity.
-template <class Decode, class Encode>
-void check_ties(uint16_t largest_finite, double beyond_largest, Decode decode, Encode encode) {
-  for (uint16_t sign : {uint16_t{0}, uint16_t{0x8000}}) {
-    for (uint32_t low = 0; low <= largest_finite; ++low) {
-      const double low_value = decode(static_cast<uint16_t>(low));
-      const double high_value =
-          low == largest_finite ? beyond_largest : decode(static_cast<uint16_t>(low + 1));
-      const float mid = static_cast<float>((low_value + high_value) / 2);  // exact in float
-      ASSERT_EQ(static_cast<double>(mid), (low_value + high_value) / 2);
-      const float s = sign ? -1.0f : 1.0f;
-      const uint16_t even = static_cast<uint16_t>((low & 1) ? low + 1 : low);
-      ASSERT_EQ(encode(s * mid), sign | even) << std::hex << low;
-      ASSERT_EQ(encode(s * std::nextafter(mid, 0.0f)), sign | low) << std::hex << low;
-      ASSERT_EQ(encode(s * std::nextafter(mid, INFINITY)), sign | (low + 1)) << std::hex << low;
-    }
-  }
-}
-
-TEST(ReduceConvert, HalfRoundsTiesToEvenBetweenEveryNeighbourPair) {
-  check_ties(0x7bff, 65536.0, ref_half_value, float_to_half);
-}
-
-TEST(ReduceConvert, BfloatRoundsTiesToEvenBetweenEveryNeighbourPair) {
-  check_ties(0x7f7f, std::ldexp(1.0, 128), ref_bfloat16_value, float_to_bfloat16);
-}
-
-TEST(ReduceConvert, RandomFloatsRoundLikeTheNearestValueSearch) {
-  std::mt19937 rng(7);
-  for (int i = 0; i < 300000; ++i) {
-    const float f = float_of(rng());
-    if (std::isnan(f)) {
-      EXPECT_EQ(float_to_half(f) & 0x7e00u, 0x7e00u);
-      EXPECT_EQ(float_to_bfloat16(f) & 0x7fc0u, 0x7fc0u);
-      continue;
-    }
-    ASSERT_EQ(float_to_half(f), ref_double_to_half(f)) << std::hexfloat << f;
-    ASSERT_EQ(float_to_bfloat16(f), ref_double_to_bfloat16(f)) << std::hexfloat << f;
-  }
-  // Values in the half range, where most of them are not huge or tiny.
-  std::uniform_real_distribution<float> moderate(-70000.0f, 70000.0f);
-  std::uniform_real_distribution<float> small(-1e-4f, 1e-4f);  // half subnormals
-  for (int i = 0; i < 300000; ++i) {
-    const float f = (i & 1) ? moderate(rng) : small(rng);
-    ASSERT_EQ(float_to_half(f), ref_double_to_half(f)) << std::hexfloat << f;
-    ASSERT_EQ(float_to_bfloat16(f), ref_double_to_bfloat16(f)) << std::hexfloat << f;
-  }
-}
-
-TEST(ReduceConvert, EveryFloat8EncodingDecodesLikeTheReference) {
-  for (const auto& [spec, decode] :
-       {std::pair{kE4m3, &e4m3_to_float}, std::pair{kE5m2, &e5m2_to_float}}) {
-    for (int v = 0; v < 256; ++v) {
-      const float got = decode(static_cast<uint8_t>(v));
-      const double want = ref_fp8_value(spec, static_cast<uint8_t>(v));
-      if (std::isnan(want)) {
-        ASSERT_TRUE(std::isnan(got)) << std::hex << v;
-      } else {
-        ASSERT_EQ(static_cast<double>(got), want) << std::hex << v;
-        ASSERT_EQ(std::signbit(got), (v & 0x80) != 0) << std::hex << v;
-      }
-    }
-  }
-  EXPECT_EQ(e4m3_to_float(0x7e), 448.0f);
-  EXPECT_EQ(e5m2_to_float(0x7b), 57344.0f);
-  EXPECT_TRUE(std::isinf(e5m2_to_float(0x7c)));
-  EXPECT_EQ(e4m3_to_float(0x01), std::ldexp(1.0f, -9)) << "smallest e4m3 subnormal";
-  EXPECT_EQ(e5m2_to_float(0x01), std::ldexp(1.0f, -16)) << "smallest e5m2 subnormal";
-}
-
-// Every encoding, the midpoints between neighbours (ties go to the even encoding), just
-// either side of them, overflow, infinities, NaN and random floats.
-TEST(ReduceConvert, Float8RoundsToNearestEvenAndSaturates) {
-  std::mt19937_64 rng(8);
-  for (const auto& [spec, encode, decode] :
-       {std::tuple{kE4m3, &float_to_e4m3, &e4m3_to_float},
-        std::tuple{kE5m2, &float_to_e5m2, &e5m2_to_float}}) {
-    auto check = [&, spec = spec, encode = encode](float x) {
-      if (std::isnan(x)) {
-        ASSERT_TRUE(std::isnan(ref_fp8_value(spec, encode(x)))) << std::hexfloat << x;
-        return;
-      }
-      ASSERT_EQ(encode(x), ref_double_to_fp8(spec, x)) << std::hexfloat << x;
-    };
-    for (int v = 0; v <= spec.max_finite; ++v) {
-      const float here = decode(static_cast<uint8_t>(v));
-      check(here);
-      check(-here);
-      if (v == spec.max_finite) break;
-      const float mid = 0.5f * (here + decode(static_cast<uint8_t>(v + 1)));  // exact in float
-      for (float x : {mid, std::nextafter(mid, 0.0f), std::nextafter(mid, 1e30f)}) {
-        check(x);
-        check(-x);
-      }
-    }
-    const float max = decode(spec.max_finite);
-    EXPECT_EQ(encode(max * 1.1f), spec.max_finite) << "finite overflow saturates";
-    EXPECT_EQ(encode(-1e30f), 0x80 | spec.max_finite);
-    EXPECT_EQ(encode(std::numeric_limits<float>::infinity()),
-              spec.has_infinity ? spec.max_finite + 1 : spec.max_finite);
-    EXPECT_TRUE(std::isnan(decode(encode(std::numeric_limits<float>::quiet_NaN()))));
-    EXPECT_EQ(encode(std::numeric_limits<float>::denorm_min()), 0) << "float subnormal";
-    EXPECT_EQ(encode(-0.0f), 0x80) << "negative zero keeps its sign";
-    for (int i = 0; i < 200000; ++i) {
-      check(float_of(static_cast<uint32_t>(rng())));
-      check(std::uniform_real_distribution<float>(-2 * max, 2 * max)(rng));
-      check(std::uniform_real_distribution<float>(-0.02f, 0.02f)(rng));  // around subnormals
-    }
-  }
-}
 
 // ---- names and sizes ----
 
@@ -319,6 +38,7 @@ TEST(ReduceNames, DatatypeAndOpNamesAndSizes) {
     EXPECT_STREQ(ciuic_datatype_name(dt), names[d]);
     EXPECT_EQ(datatype_size(dt), sizes[d]);
     EXPECT_EQ(ciuic_datatype_size(dt), sizes[d]);
+    EXPECT_EQ(is_float8(dt), std::string(names[d]).rfind("f8", 0) == 0) << names[d];
   }
   for (int bad : {-1, static_cast<int>(CIUIC_NUM_DATATYPES), 1000}) {
     const auto dt = static_cast<ciuic_datatype_t>(bad);
@@ -327,6 +47,7 @@ TEST(ReduceNames, DatatypeAndOpNamesAndSizes) {
     EXPECT_STREQ(ciuic_datatype_name(dt), "");
     EXPECT_EQ(datatype_size(dt), 0u);
     EXPECT_EQ(ciuic_datatype_size(dt), 0u);
+    EXPECT_FALSE(is_float8(dt));
   }
   const char* ops[] = {"sum", "prod", "min", "max", "avg"};
   for (int o = 0; o < CIUIC_NUM_OPS; ++o) {
