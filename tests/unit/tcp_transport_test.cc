@@ -1,12 +1,16 @@
-// What only the TCP transport does: its one device is the chosen interface, and messages
-// are striped over several sockets, with and without I/O threads. The semantics every
+// What only the TCP transport does: its one device is the chosen interface, messages are
+// striped over several sockets, with and without I/O threads, and a sender's abort brings
+// socket 0 to a frame boundary for its reason within a bounded wait. The semantics every
 // transport shares (sizes, grouped receives, errors, abort, peers that go away, waking):
 // transport_conformance_test.cc. Connection setup and hostile clients:
 // tcp_listener_test.cc; the I/O threads: tcp_workers_test.cc.
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <string>
+#include <thread>
 #include <tuple>
+#include <vector>
 
 #include "unit/tcp_test_helpers.h"
 
@@ -54,6 +58,100 @@ INSTANTIATE_TEST_SUITE_P(Stripes, TcpStripesTest,
                            return std::to_string(std::get<0>(param.param)) + "Sockets" +
                                   std::to_string(std::get<1>(param.param)) + "Threads";
                          });
+
+void expect_remote(const Status& s, const std::string& text) {
+  EXPECT_EQ(s.code(), CIUIC_ERR_REMOTE) << s.to_string();
+  EXPECT_NE(s.message().find(text), std::string::npos)
+      << "no \"" << text << "\" in " << s.message();
+}
+
+// Small buffers, so that a message below two minimum pieces (whole on socket 0) cannot
+// leave in one go: socket 0 stays in the middle of it.
+class TcpAbortTest : public TcpTransportTest {
+ protected:
+  ScopedConfig buffers_{"CIUIC_TCP_BUFFER_BYTES", "64K"};
+  ScopedConfig min_piece_{"CIUIC_TCP_MIN_STRIPE_BYTES", "1M"};
+  ScopedConfig threads_{"CIUIC_TCP_THREADS", "0"};
+  const size_t small_ = size_t{3} << 19;  // 1.5 MiB: below 2 MiB, so not split
+
+  // Posts `out` and checks that socket 0 could not take all of it.
+  void send_part_of(SendChannel* send, const std::vector<uint8_t>& out) {
+    Request* sr = nullptr;
+    ASSERT_TRUE(isend_retry(send, out.data(), out.size(), 0, &sr).ok());
+    bool done = true;
+    ASSERT_TRUE(send->test(sr, &done, nullptr).ok());
+    ASSERT_FALSE(done) << "the sockets took all " << out.size() << " bytes: nothing to prove";
+  }
+};
+
+// abort() while socket 0 is in the middle of a small message, with 4 sockets and with
+// one: the receiver, reading, gets that message whole, and then the sender's reason.
+TEST_F(TcpAbortTest, AbortInTheMiddleOfASmallMessageFinishesItThenSendsTheReason) {
+  for (const char* sockets : {"4", "1"}) {
+    SCOPED_TRACE(std::string(sockets) + " sockets");
+    ScopedConfig stripes("CIUIC_TCP_SOCKETS", sockets);
+    ChannelPair pair;
+    ASSERT_TRUE(connect_pair(transport_.get(), &pair).ok());
+    std::vector<uint8_t> out(small_), in(small_);
+    fill(out.data(), out.size(), 5);
+    send_part_of(pair.send.get(), out);
+    if (HasFatalFailure()) return;
+    Status first, second;
+    std::thread receiver([&] {
+      Request* rr = nullptr;
+      first = irecv_retry(pair.recv.get(), in.data(), in.size(), 0, &rr);
+      if (first.ok()) first = wait_done(pair.recv.get(), rr, static_cast<size_t*>(nullptr));
+      if (!first.ok()) return;
+      second = irecv_retry(pair.recv.get(), in.data(), in.size(), 0, &rr);
+      if (second.ok()) second = wait_done(pair.recv.get(), rr, static_cast<size_t*>(nullptr));
+    });
+    pair.send->abort("stop after this one");  // the receiver makes room as it reads
+    receiver.join();
+    ASSERT_TRUE(first.ok()) << first.to_string();
+    EXPECT_EQ(first_mismatch(in.data(), in.size(), 5), -1);
+    expect_remote(second, "aborted the connection: stop after this one");
+  }
+}
+
+// A receiver that stopped reading makes no room: the sender's abort gives up on the reason
+// at its deadline instead of waiting on the peer, and the receiver, once it reads again,
+// learns that the connection closed in the middle of that message.
+TEST_F(TcpAbortTest, AbortTowardsAReceiverThatStoppedReadingReturnsBoundedly) {
+  ScopedConfig stripes("CIUIC_TCP_SOCKETS", "4");
+  ChannelPair pair;
+  ASSERT_TRUE(connect_pair(transport_.get(), &pair).ok());
+  std::vector<uint8_t> out(small_), in(small_);
+  send_part_of(pair.send.get(), out);
+  if (HasFatalFailure()) return;
+  const Deadline limit = Deadline::after_ms(3000);
+  pair.send->abort("nobody reads");
+  EXPECT_FALSE(limit.expired()) << "abort() must not wait on a receiver that does not read";
+  Request* rr = nullptr;
+  ASSERT_TRUE(irecv_retry(pair.recv.get(), in.data(), in.size(), 0, &rr).ok());
+  expect_remote(wait_done(pair.recv.get(), rr, static_cast<size_t*>(nullptr)),
+                "closed by the peer during a 1572864-byte receive");
+}
+
+// One socket carries a large message whole, so an abort in its middle cannot bring the
+// reason to a boundary without finishing the transfer it is meant to stop: the receiver
+// sees the connection close, naming the message, and neither side waits.
+TEST_F(TcpAbortTest, OneSocketAbortInTheMiddleOfALargeMessageClosesTheConnection) {
+  ScopedConfig stripes("CIUIC_TCP_SOCKETS", "1");
+  ChannelPair pair;
+  ASSERT_TRUE(connect_pair(transport_.get(), &pair).ok());
+  std::vector<uint8_t> out(size_t{16} << 20), in(out.size());
+  send_part_of(pair.send.get(), out);
+  if (HasFatalFailure()) return;
+  Status received;
+  std::thread receiver([&] {
+    Request* rr = nullptr;
+    received = irecv_retry(pair.recv.get(), in.data(), in.size(), 0, &rr);
+    if (received.ok()) received = wait_done(pair.recv.get(), rr, static_cast<size_t*>(nullptr));
+  });
+  pair.send->abort("stop the large one");
+  receiver.join();
+  expect_remote(received, "closed by the peer during a 16777216-byte receive");
+}
 
 }  // namespace
 }  // namespace ciuic::transport

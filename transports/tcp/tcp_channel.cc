@@ -1,5 +1,6 @@
 #include "transports/tcp/tcp_channel.h"
 
+#include <poll.h>
 #include <sys/socket.h>
 
 #include <cerrno>
@@ -61,15 +62,23 @@ void StripedChannel::shutdown_all() {
   if (workers_) workers_->stop_and_join();
 }
 
-void StripedChannel::send_abort_and_shutdown(std::string_view reason) {
+void StripedChannel::send_abort_and_shutdown(std::string_view reason, const Deadline& room_until) {
   if (shut_down_) return;
   if (reason.size() > kMaxAbortReason) reason = reason.substr(0, kMaxAbortReason);
   uint8_t frame[kFrameHeaderBytes + kMaxAbortReason];
   encode_frame({FrameType::kAbort, 0, reason.size()}, frame);
   std::memcpy(frame + kFrameHeaderBytes, reason.data(), reason.size());
+  const int fd = stripes_[0].get();
+  const size_t size = kFrameHeaderBytes + reason.size();
   size_t sent = 0;
-  // Best effort: a full socket drops the reason and the peer sees a closed connection.
-  (void)net::send_some(stripes_[0].get(), frame, kFrameHeaderBytes + reason.size(), &sent);
+  // Best effort: a socket that stays full drops the reason and the peer sees a closed
+  // connection (or the start of the reason).
+  while (net::send_some(fd, frame + sent, size - sent, &sent).ok() && sent < size &&
+         !room_until.expired()) {
+    bool ready = false;
+    if (!net::wait_fd(fd, POLLOUT, room_until.poll_timeout_ms(kAbortFrameWaitMs), &ready).ok())
+      break;
+  }
   shutdown_all();
 }
 

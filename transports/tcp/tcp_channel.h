@@ -1,20 +1,23 @@
 // Striped TCP channels: one logical, unidirectional channel over S sockets ("stripes").
 //
-// Stripe 0 carries a 16-byte frame header before every message and, unless the sender
-// keeps pieces off stripe 0, that message's first piece; the other stripes carry the
-// pieces of each message large enough to be split (tcp_wire.h).
+// Stripe 0 carries a 16-byte frame header before every message and the messages too small
+// to be split; the other stripes carry the pieces of the larger ones (tcp_wire.h). (A
+// sender of an earlier build, or a one-socket channel, puts piece 0 on stripe 0 too.)
 // Each stripe is an ordered stream, so both sides walk the message list per stripe with
 // a cursor and no per-piece framing is needed. Payload moves straight between the
 // user's buffers and the kernel (sendmsg / recv), never through a staging copy.
 //
-// The reverse direction of stripe 0 carries only an ABORT frame from the receiver, so a
-// sender learns why its peer gave up. All public calls take the channel's mutex: it is
-// held only for non-blocking work, so abort() from another thread waits boundedly.
+// A sender's ABORT frame starts at a frame boundary of stripe 0; as that stripe holds
+// only headers and small messages, abort() reaches one by finishing the small message
+// under way (a wait of at most kAbortFrameWaitMs). The reverse direction of stripe 0
+// carries only an ABORT frame from the receiver, so a sender learns why its peer gave up.
+// All public calls take the channel's mutex: it is held only for non-blocking work (and
+// by a sender's abort() for at most kAbortFrameWaitMs), so every call waits boundedly.
 //
 // With CIUIC_TCP_THREADS > 0 the pieces on stripes 1..S-1 move on I/O threads
-// (tcp_workers.h) while the caller's thread keeps stripe 0: headers and small messages
-// (the sender then keeps every piece off stripe 0). The workers never take the channel's mutex; they count pieces down in the
-// requests and post to an eventfd that collect_poll_fds() includes.
+// (tcp_workers.h) while the caller's thread keeps stripe 0: headers and small messages.
+// The workers never take the channel's mutex; they count pieces down in the requests and
+// post to an eventfd that collect_poll_fds() includes.
 #pragma once
 
 #include <sys/uio.h>
@@ -27,6 +30,7 @@
 #include <string>
 #include <vector>
 
+#include "base/clock.h"
 #include "base/net.h"
 #include "transports/common/abort_frame.h"
 #include "transports/common/channel.h"
@@ -36,6 +40,11 @@
 #include "transports/transport.h"
 
 namespace ciuic::transport::tcp {
+
+// How long a sender's abort() waits for stripe 0 to take the rest of a small message
+// (below two minimum pieces: 512 KiB by default) and the ABORT frame: ample for a
+// receiver that reads, short for a caller that aborts because its peer stopped reading.
+constexpr int64_t kAbortFrameWaitMs = 200;
 
 // What every channel of this transport shares: the sockets, the sticky failure, abort.
 class StripedChannel {
@@ -52,9 +61,11 @@ class StripedChannel {
   // Sockets need no registration: trivial regions for host memory, others refused.
   Status register_region(void* data, size_t size, int pointer_kind,
                          std::unique_ptr<MemoryRegion>* out);
-  // Writes an ABORT frame carrying `reason` on stripe 0 without waiting (dropped if the
-  // socket is full), then shuts every stripe down. Only the first call does anything.
-  void send_abort_and_shutdown(std::string_view reason);
+  // Writes an ABORT frame carrying `reason` on stripe 0, waiting for room in the socket
+  // until `room_until` (a past deadline: no wait; a socket still full then drops the
+  // reason, or the end of it), then shuts every stripe down. Only the first call does
+  // anything.
+  void send_abort_and_shutdown(std::string_view reason, const Deadline& room_until);
   // Shuts every stripe down, then stops and joins the I/O threads (bounded: their I/O
   // never blocks and the shut-down sockets end it at once).
   void shutdown_all();
@@ -111,6 +122,10 @@ class TcpSendChannel final : public common::ChannelOver<SendChannel, StripedChan
   Status progress();
   Status push_stripe(int stripe, bool* moved);
   Status check_peer();  // reads the reverse direction of stripe 0: ABORT or close
+  // Writes the rest of the message stripe 0 is in the middle of, so that an ABORT frame
+  // can follow; waits for room until `room_until` only when little is left (a header or
+  // an unsplit message). False: stripe 0 is still mid-message.
+  bool finish_stripe0_message(const Deadline& room_until);
   bool receiver_closed_ = false;  // the receiver closed after taking all we had sent
   Status peer_gone(const char* how);
   SendRequest* at(uint64_t seq) const { return queue_[seq - base_seq_].get(); }

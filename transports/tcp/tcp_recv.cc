@@ -24,8 +24,9 @@ void TcpRecvChannel::abort(std::string_view reason) {
   std::lock_guard<std::mutex> lock(mutex_);
   if (failed_.ok())
     failed_ = aborted_error("receive channel from " + describe() + " aborted: " + std::string(reason));
-  // Nothing else travels back on stripe 0, so the frame always starts on a boundary.
-  send_abort_and_shutdown(reason);
+  // Nothing else travels back on stripe 0, so the frame always starts on a boundary and
+  // finds the socket empty: no wait.
+  send_abort_and_shutdown(reason, Deadline::after_ms(0));
 }
 
 void TcpRecvChannel::collect_poll_fds(std::vector<pollfd>* fds) const {
@@ -90,7 +91,7 @@ Status TcpRecvChannel::progress() {
     failed_ = s;
     // Tell the sender why (a size or tag mismatch is its business too) rather than let it
     // wait on a stream nobody reads.
-    send_abort_and_shutdown(s.message());
+    send_abort_and_shutdown(s.message(), Deadline::after_ms(0));
   }
   return failed_;
 }

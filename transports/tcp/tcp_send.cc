@@ -1,6 +1,7 @@
 // The sending half: messages leave in posting order; each stripe writes its segments of
 // consecutive messages with one gathering sendmsg (header and payload straight from the
 // caller's buffer), as far as the socket takes without blocking.
+#include <poll.h>
 #include <sys/socket.h>
 
 #include <algorithm>
@@ -29,32 +30,43 @@ void TcpSendChannel::abort(std::string_view reason) {
   if (shut_down_) return;
   if (failed_.ok())
     failed_ = aborted_error("send channel to " + describe() + " aborted: " + std::string(reason));
-  // The ABORT frame must start at a frame boundary of stripe 0: finish the message that
-  // stripe is in the middle of if the socket takes it now, else the reason cannot go.
-  uint64_t seq = std::max(cursor_[0], base_seq_);
-  bool boundary = true;
-  if (seq < end_seq()) {
-    SendRequest* r = at(seq);
-    if (r->sent[0] > 0 && r->sent[0] < r->segment(0)) {
-      size_t moved = 0;
-      uint64_t done = r->sent[0];
-      Status s = Status::Ok();
-      if (done < kFrameHeaderBytes)
-        s = net::send_some(stripes_[0].get(), r->header + done, kFrameHeaderBytes - done, &moved);
-      if (s.ok() && done + moved >= kFrameHeaderBytes) {
-        uint64_t off = done + moved - kFrameHeaderBytes;
-        size_t more = 0;
-        s = net::send_some(stripes_[0].get(), r->data + off, r->layout.length(0) - off, &more);
-        moved += more;
-      }
-      boundary = s.ok() && done + moved == r->segment(0);
-    }
-  }
-  if (boundary) {
-    send_abort_and_shutdown(reason);
+  const Deadline room_until = Deadline::after_ms(kAbortFrameWaitMs);
+  if (finish_stripe0_message(room_until)) {
+    send_abort_and_shutdown(reason, room_until);
   } else {
     shutdown_all();
   }
+}
+
+bool TcpSendChannel::finish_stripe0_message(const Deadline& room_until) {
+  const uint64_t seq = std::max(cursor_[0], base_seq_);
+  if (seq >= end_seq()) return true;
+  const SendRequest* r = at(seq);
+  const uint64_t segment = r->segment(0);
+  uint64_t done = r->sent[0];
+  if (done == 0 || done == segment) return true;
+  // With 2+ sockets split messages keep off socket 0, so what is left here is a header or
+  // a message below two minimum pieces: worth a short wait. Only a one-socket channel can
+  // be deep in a large message; the abort is to stop that transfer, not to finish it.
+  const bool may_wait = segment - done <= kFrameHeaderBytes + 2 * min_stripe_bytes_;
+  const int fd = stripes_[0].get();
+  // The rest of this message only (not the messages behind it), and the channel's
+  // bookkeeping stays as it was: every request of an aborted channel fails.
+  while (done < segment) {
+    size_t moved = 0;
+    Status s = done < kFrameHeaderBytes
+                   ? net::send_some(fd, r->header + done, kFrameHeaderBytes - done, &moved)
+                   : net::send_some(fd, r->data + r->layout.offset(0) + (done - kFrameHeaderBytes),
+                                    segment - done, &moved);
+    if (!s.ok()) return false;
+    done += moved;
+    if (moved > 0) continue;  // the header went: now its payload; or look for room again
+    if (!may_wait || room_until.expired()) return false;
+    bool ready = false;
+    if (!net::wait_fd(fd, POLLOUT, room_until.poll_timeout_ms(kAbortFrameWaitMs), &ready).ok())
+      return false;
+  }
+  return true;
 }
 
 void TcpSendChannel::collect_poll_fds(std::vector<pollfd>* fds) const {

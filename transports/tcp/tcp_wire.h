@@ -43,7 +43,9 @@ inline constexpr common::SocketHandleCodec kHandle{
 
 // ---- stripe handshake payload ----
 // Flag: split messages leave stripe 0 out (only headers and unsplit messages travel
-// there), so a sender with I/O threads keeps every bulk byte off the caller's thread.
+// there), so a sender with I/O threads keeps every bulk byte off the caller's thread and
+// an abort finds stripe 0 near a frame boundary. Every sender with 2+ stripes sets it;
+// a receiver still accepts either layout.
 constexpr uint32_t kHelloPiecesOffStripe0 = 1u;
 constexpr uint32_t kHelloKnownFlags = kHelloPiecesOffStripe0;
 
