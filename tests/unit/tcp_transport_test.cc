@@ -132,26 +132,5 @@ TEST_F(TcpAbortTest, AbortTowardsAReceiverThatStoppedReadingReturnsBoundedly) {
                 "closed by the peer during a 1572864-byte receive");
 }
 
-// One socket carries a large message whole, so an abort in its middle cannot bring the
-// reason to a boundary without finishing the transfer it is meant to stop: the receiver
-// sees the connection close, naming the message, and neither side waits.
-TEST_F(TcpAbortTest, OneSocketAbortInTheMiddleOfALargeMessageClosesTheConnection) {
-  ScopedConfig stripes("CIUIC_TCP_SOCKETS", "1");
-  ChannelPair pair;
-  ASSERT_TRUE(connect_pair(transport_.get(), &pair).ok());
-  std::vector<uint8_t> out(size_t{16} << 20), in(out.size());
-  send_part_of(pair.send.get(), out);
-  if (HasFatalFailure()) return;
-  Status received;
-  std::thread receiver([&] {
-    Request* rr = nullptr;
-    received = irecv_retry(pair.recv.get(), in.data(), in.size(), 0, &rr);
-    if (received.ok()) received = wait_done(pair.recv.get(), rr, static_cast<size_t*>(nullptr));
-  });
-  pair.send->abort("stop the large one");
-  receiver.join();
-  expect_remote(received, "closed by the peer during a 16777216-byte receive");
-}
-
 }  // namespace
 }  // namespace ciuic::transport

@@ -30,7 +30,7 @@ TransportCase tcp_case(const char* label, const char* threads) {
   c.partial_receive = true;
   c.sender_gone = {"by the peer during a 67108864-byte receive"};
   c.receiver_gone = {"connection to 127.0.0.1", "by the peer"};
-  c.last_send_bytes = size_t{1} << 20;  // three pieces of about 340 KiB: all fit the socket buffers
+  c.last_send_bytes = size_t{1} << 20;  // four (with I/O threads three) pieces: all fit the socket buffers
   return c;
 }
 

@@ -1,15 +1,14 @@
 // Striped TCP channels: one logical, unidirectional channel over S sockets ("stripes").
 //
-// Stripe 0 carries a 16-byte frame header before every message and the messages too small
-// to be split; the other stripes carry the pieces of the larger ones (tcp_wire.h). (A
-// sender of an earlier build, or a one-socket channel, puts piece 0 on stripe 0 too.)
+// Stripe 0 carries a 16-byte frame header before every message and, unless the sender
+// keeps pieces off stripe 0 (a sender with I/O threads does), that message's first piece;
+// the other stripes carry the pieces of each message large enough to be split (tcp_wire.h).
 // Each stripe is an ordered stream, so both sides walk the message list per stripe with
 // a cursor and no per-piece framing is needed. Payload moves straight between the
 // user's buffers and the kernel (sendmsg / recv), never through a staging copy.
 //
-// A sender's ABORT frame starts at a frame boundary of stripe 0; as that stripe holds
-// only headers and small messages, abort() reaches one by finishing the small message
-// under way (a wait of at most kAbortFrameWaitMs). The reverse direction of stripe 0
+// A sender's ABORT frame starts at a frame boundary of stripe 0: abort() reaches one by
+// finishing the message or piece under way there (a wait of at most kAbortFrameWaitMs). The reverse direction of stripe 0
 // carries only an ABORT frame from the receiver, so a sender learns why its peer gave up.
 // All public calls take the channel's mutex: it is held only for non-blocking work (and
 // by a sender's abort() for at most kAbortFrameWaitMs), so every call waits boundedly.
@@ -41,9 +40,9 @@
 
 namespace ciuic::transport::tcp {
 
-// How long a sender's abort() waits for stripe 0 to take the rest of a small message
-// (below two minimum pieces: 512 KiB by default) and the ABORT frame: ample for a
-// receiver that reads, short for a caller that aborts because its peer stopped reading.
+// How long a sender's abort() waits for stripe 0 to take the rest of the message or piece
+// under way and the ABORT frame: ample for a receiver that reads (a 16 MiB piece over
+// loopback takes about 10 ms), short for a caller that aborts because its peer stopped.
 constexpr int64_t kAbortFrameWaitMs = 200;
 
 // What every channel of this transport shares: the sockets, the sticky failure, abort.

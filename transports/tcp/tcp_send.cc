@@ -45,10 +45,8 @@ bool TcpSendChannel::finish_stripe0_message(const Deadline& room_until) {
   const uint64_t segment = r->segment(0);
   uint64_t done = r->sent[0];
   if (done == 0 || done == segment) return true;
-  // With 2+ sockets split messages keep off socket 0, so what is left here is a header or
-  // a message below two minimum pieces: worth a short wait. Only a one-socket channel can
-  // be deep in a large message; the abort is to stop that transfer, not to finish it.
-  const bool may_wait = segment - done <= kFrameHeaderBytes + 2 * min_stripe_bytes_;
+  // What is left here is a header, a small message, or (without I/O threads) the rest of a
+  // piece: bounded either way by room_until, which a receiver that reads meets at once.
   const int fd = stripes_[0].get();
   // The rest of this message only (not the messages behind it), and the channel's
   // bookkeeping stays as it was: every request of an aborted channel fails.
@@ -61,7 +59,7 @@ bool TcpSendChannel::finish_stripe0_message(const Deadline& room_until) {
     if (!s.ok()) return false;
     done += moved;
     if (moved > 0) continue;  // the header went: now its payload; or look for room again
-    if (!may_wait || room_until.expired()) return false;
+    if (room_until.expired()) return false;
     bool ready = false;
     if (!net::wait_fd(fd, POLLOUT, room_until.poll_timeout_ms(kAbortFrameWaitMs), &ready).ok())
       return false;
