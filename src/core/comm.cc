@@ -135,7 +135,7 @@ Communicator::~Communicator() {
   {
     std::lock_guard<std::mutex> lock(queue_mutex_);
     stopping_ = true;
-    started_upto_seq_ = next_seq_;  // everything still queued runs (or fails fast) now
+    started_upto_seq_ = next_seq_.load();  // everything still queued runs (or fails fast) now
   }
   queue_cv_.notify_all();
   if (progress_thread_.joinable()) progress_thread_.join();
@@ -319,35 +319,40 @@ Status Communicator::schedule_for(const coll::CollectiveArgs& args,
   return Status::Ok();
 }
 
-Status Communicator::execute(const std::vector<std::shared_ptr<Operation>>& ops) {
+Status Communicator::execute(const OperationSpec* const* ops, size_t count) {
   if (aborted_.load()) return aborted_error("the communicator was aborted");
   if (broken_.load()) {
     std::lock_guard<std::mutex> lock(error_mutex_);
     return Status(first_error_.code(),
                   "the communicator is unusable after an earlier error: " + first_error_.message());
   }
-  const Operation& first = *ops.front();
+  const OperationSpec& first = *ops[0];
   std::shared_ptr<const coll::Schedule> schedule;
   CIUIC_RETURN_IF_ERROR(schedule_for(first.args, &schedule));
-  std::vector<coll::Buffers> buffers{first.buffers};
+  buffer_sets_.assign(1, first.buffers);
   // Named only when something is said about it (an error, a trace line): building the
-  // text on every operation would put string work on the hot path.
-  const std::shared_ptr<const coll::Schedule> single = schedule;
-  auto label = [&ops, &single] {
-    const Operation& op = *ops.front();
-    if (ops.size() > 1)
-      return "group of " + std::to_string(ops.size()) + " send/recv #" + std::to_string(op.seq) +
-             "-#" + std::to_string(ops.back()->seq);
+  // text on every operation would put string work on the hot path. The label captures one
+  // pointer, so that std::function keeps it without allocating.
+  struct Named {
+    const OperationSpec* const* ops;
+    size_t count;
+    const coll::Schedule* single;  // the schedule of a lone operation (held by `schedule`)
+  } named{ops, count, schedule.get()};
+  auto label = [&named] {
+    const OperationSpec& op = *named.ops[0];
+    if (named.count > 1)
+      return "group of " + std::to_string(named.count) + " send/recv #" + std::to_string(op.seq) +
+             "-#" + std::to_string(named.ops[named.count - 1]->seq);
     return std::string(coll::collective_name(op.args.collective)) + " #" + std::to_string(op.seq) +
-           " (" + single->algorithm + ", " +
+           " (" + named.single->algorithm + ", " +
            size_text(op.args.count * reduce::datatype_size(op.args.datatype)) + " " +
            reduce::datatype_name(op.args.datatype) + ")";
   };
-  if (ops.size() > 1) {
+  if (count > 1) {
     // One schedule for the whole group: each op's steps, pointing at its own buffers.
     auto group = std::make_shared<coll::Schedule>(*schedule);
     group->algorithm = "group";
-    for (size_t i = 1; i < ops.size(); ++i) {
+    for (size_t i = 1; i < count; ++i) {
       std::shared_ptr<const coll::Schedule> one;
       CIUIC_RETURN_IF_ERROR(schedule_for(ops[i]->args, &one));
       const auto base = static_cast<uint32_t>(group->steps.size());
@@ -358,12 +363,14 @@ Status Communicator::execute(const std::vector<std::shared_ptr<Operation>>& ops)
         for (auto& d : deps) d += base;
         group->add(step, deps);
       }
-      buffers.push_back(ops[i]->buffers);
+      buffer_sets_.push_back(ops[i]->buffers);
     }
     group->finalize();
     schedule = group;
   }
-  Deadline deadline = Deadline::after_ms(timeout_ms());
+  const Settings& now = settings();
+  const int64_t mine = timeout_ms_.load(std::memory_order_relaxed);
+  Deadline deadline = Deadline::after_ms(mine > 0 ? mine : now.timeout_ms);
   Status s = connect_peers(*schedule, deadline);
   if (!s.ok()) {
     s.prefix(label());
@@ -371,19 +378,20 @@ Status Communicator::execute(const std::vector<std::shared_ptr<Operation>>& ops)
     return s;
   }
   if (scratch_.size() < schedule->scratch_bytes) scratch_.resize(schedule->scratch_bytes);
-  buffers[0].scratch = scratch_.data();
+  buffer_sets_[0].scratch = scratch_.data();
   coll::ExecOptions options;
   options.label = label;
   options.deadline = deadline;
   options.aborted = &aborted_;
   options.wake_fd = wake_fd_.get();
-  options.max_in_flight =
-      static_cast<int>(std::clamp<int64_t>(kMaxInFlight.get(), 1, transport::kMaxRequests));
-  options.spin_before_sleep = static_cast<int>(std::max<int64_t>(kSpinCount.get(), 0));
+  options.max_in_flight = now.max_in_flight;
+  options.spin_before_sleep = now.spin_before_sleep;
   options.yield_when_idle = oversubscribed_;
-  CIUIC_LOG_TRACE(log::kColl, "rank %d: %s starts, %zu steps", rank_, label().c_str(),
-                  schedule->steps.size());
-  s = coll::execute(*schedule, buffers, *this, options);
+  if (now.trace) {
+    CIUIC_LOG_TRACE(log::kColl, "rank %d: %s starts, %zu steps", rank_, label().c_str(),
+                    schedule->steps.size());
+  }
+  s = coll::execute(*schedule, buffer_sets_, *this, options);
   if (!s.ok()) break_with(s);
   return s;
 }
@@ -416,27 +424,32 @@ void Communicator::finish(Operation& op, Status result) {
 
 void Communicator::drive_queue(Operation* until) {
   for (;;) {
-    std::vector<std::shared_ptr<Operation>> group;
     {
       std::lock_guard<std::mutex> lock(queue_mutex_);
       if (queue_.empty()) return;
-      const auto& head = queue_.front();
-      if (until == nullptr && point_to_point(head->args) && head->seq > started_upto_seq_) return;
-      group.push_back(head);
-      for (size_t i = 1;
-           i < queue_.size() && point_to_point(head->args) && point_to_point(queue_[i]->args); ++i)
-        group.push_back(queue_[i]);
+      const Operation& head = *queue_.front();
+      if (until == nullptr && point_to_point(head.args) && head.seq > started_upto_seq_) return;
+      size_t count = 1;
+      while (count < queue_.size() && point_to_point(head.args) &&
+             point_to_point(queue_[count]->args))
+        ++count;
+      // Taken off the queue now: only the holder of exec_mutex_ runs or finishes them, and
+      // unfinished_seq_ still says they have not finished.
+      for (size_t i = 0; i < count; ++i) {
+        group_specs_.push_back(queue_[i].get());
+        group_.push_back(std::move(queue_[i]));
+      }
+      queue_.erase(queue_.begin(), queue_.begin() + static_cast<long>(count));
     }
-    Status s = execute(group);
-    {
-      std::lock_guard<std::mutex> lock(queue_mutex_);
-      queue_.erase(queue_.begin(), queue_.begin() + static_cast<long>(group.size()));
-    }
+    Status s = execute(group_specs_.data(), group_specs_.size());
     bool reached = false;
-    for (auto& op : group) {
+    for (auto& op : group_) {
       finish(*op, s);
       reached = reached || op.get() == until;
     }
+    unfinished_seq_.store(group_.back()->seq + 1, std::memory_order_release);
+    group_.clear();  // the arrays keep their capacity for the next group
+    group_specs_.clear();
     if (reached) return;
   }
 }
@@ -470,17 +483,42 @@ void Communicator::kick(const std::shared_ptr<Operation>& op) {
   queue_cv_.notify_all();
 }
 
+Communicator::Settings Communicator::read_settings() {
+  Settings now;
+  now.generation = config::configuration_generation();
+  now.chunk_bytes = static_cast<size_t>(std::max<int64_t>(kChunkBytes.get(), 64));
+  now.scratch_slots = static_cast<int>(std::clamp<int64_t>(kScratchSlots.get(), 2, 1024));
+  now.max_in_flight =
+      static_cast<int>(std::clamp<int64_t>(kMaxInFlight.get(), 1, transport::kMaxRequests));
+  now.spin_before_sleep = static_cast<int>(std::max<int64_t>(kSpinCount.get(), 0));
+  now.timeout_ms = kTimeoutMs.get();
+  now.trace = log::enabled(log::Level::kTrace, log::kColl);
+  return now;
+}
+
+const Communicator::Settings& Communicator::settings() {
+  // Generations start at 1: the zero of a new communicator reads them on its first call.
+  if (settings_.generation != config::configuration_generation()) settings_ = read_settings();
+  return settings_;
+}
+
+coll::CollectiveArgs Communicator::prepared(const coll::CollectiveArgs& args, const Settings& now) {
+  coll::CollectiveArgs out = args;
+  out.chunk_bytes = now.chunk_bytes;
+  out.scratch_slots = now.scratch_slots;
+  return out;
+}
+
 Status Communicator::enqueue(const coll::CollectiveArgs& args, const coll::Buffers& buffers,
                              std::shared_ptr<Operation>* out) {
   auto op = std::make_shared<Operation>();
-  op->args = args;
-  op->args.chunk_bytes = static_cast<size_t>(std::max<int64_t>(kChunkBytes.get(), 64));
-  op->args.scratch_slots = static_cast<int>(std::clamp<int64_t>(kScratchSlots.get(), 2, 1024));
+  op->args = prepared(args, read_settings());
   op->buffers = buffers;
   {
     std::lock_guard<std::mutex> lock(queue_mutex_);
     if (stopping_) return invalid_argument("the communicator is being destroyed");
-    op->seq = next_seq_++;
+    // Taken and queued under one lock: the queue stays in sequence order.
+    op->seq = next_seq_.fetch_add(1);
     queue_.push_back(op);
   }
   *out = op;
@@ -506,6 +544,24 @@ Status Communicator::wait(const std::shared_ptr<Operation>& op) {
 }
 
 Status Communicator::run(const coll::CollectiveArgs& args, const coll::Buffers& buffers) {
+  {
+    // The direct path: nobody is driving and every operation issued before this one has
+    // finished (next_seq_ == unfinished_seq_, and taking the number proves nobody took one
+    // in between). Then this call is next in issue order and runs here, as it would have
+    // from the queue, but with no Operation to allocate, queue or wake anyone for. An
+    // operation issued meanwhile gets a later number and waits for exec_mutex_.
+    std::unique_lock<std::mutex> exec(exec_mutex_, std::try_to_lock);
+    if (exec.owns_lock()) {
+      uint64_t seq = unfinished_seq_.load(std::memory_order_relaxed);  // ours to write
+      if (next_seq_.compare_exchange_strong(seq, seq + 1)) {
+        const OperationSpec op{prepared(args, settings()), buffers, seq};
+        const OperationSpec* ops[1] = {&op};
+        Status s = execute(ops, 1);
+        unfinished_seq_.store(seq + 1, std::memory_order_release);
+        return s;
+      }
+    }
+  }
   std::shared_ptr<Operation> op;
   CIUIC_RETURN_IF_ERROR(enqueue(args, buffers, &op));
   return wait(op);

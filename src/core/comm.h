@@ -7,6 +7,8 @@
 //
 // Operations run either on the caller's thread (blocking calls, when nothing is queued)
 // or on the communicator's progress thread (non-blocking calls), one at a time, in order.
+// A blocking call that finds nothing unfinished before it and nobody driving runs at once,
+// without joining the queue (no allocation, one lock: the driver's).
 // An operation that fails breaks the communicator: peers are told why (so the error
 // travels around the ring naming the original culprit) and later calls fail at once.
 #pragma once
@@ -43,11 +45,15 @@ std::string configured_transport();
 // its own), and the handshake deadline of the communicators' listeners.
 int64_t configured_timeout_ms();
 
-// One queued operation; shared between the issuer (request) and the driver.
-struct Operation {
+// What runs: a collective (or one send/recv) with its buffers and its place in issue order.
+struct OperationSpec {
   coll::CollectiveArgs args;
   coll::Buffers buffers;
   uint64_t seq = 0;
+};
+
+// One queued operation; shared between the issuer (request) and the driver.
+struct Operation : OperationSpec {
   std::mutex mutex;
   std::condition_variable cv;
   bool finished = false;
@@ -99,11 +105,27 @@ class Communicator final : public coll::PeerLinks {
   Status open_local_endpoint(const transport::TransportOptions& options);
   // Takes every rank's endpoint record, in rank order.
   Status adopt_peers(const std::vector<std::vector<uint8_t>>& records);
+  // The CIUIC_* values an operation reads, as of one configuration generation.
+  struct Settings {
+    uint64_t generation = 0;  // config::configuration_generation() they were read at
+    size_t chunk_bytes = 0;
+    int scratch_slots = 0;
+    int max_in_flight = 0;
+    int spin_before_sleep = 0;
+    int64_t timeout_ms = 0;  // CIUIC_TIMEOUT_MS (timeout_ms_ overrides it)
+    bool trace = false;      // trace lines of the collectives are on (fixed once logging starts)
+  };
+  static Settings read_settings();
+  // The driver's copy, read again only when the configuration changed. Caller holds
+  // exec_mutex_.
+  const Settings& settings();
+  // `args` with the chunk size and scratch slots of `now`.
+  static coll::CollectiveArgs prepared(const coll::CollectiveArgs& args, const Settings& now);
   Status enqueue(const coll::CollectiveArgs& args, const coll::Buffers& buffers,
                  std::shared_ptr<Operation>* out);
   // Runs ops[0] (a collective), or several point-to-point ops as one group so that an
-  // isend/irecv pair progresses together.
-  Status execute(const std::vector<std::shared_ptr<Operation>>& ops);
+  // isend/irecv pair progresses together. Caller holds exec_mutex_.
+  Status execute(const OperationSpec* const* ops, size_t count);
   Status connect_peers(const coll::Schedule& schedule, Deadline deadline);
   Status schedule_for(const coll::CollectiveArgs& args, std::shared_ptr<const coll::Schedule>* out);
   // Runs queued ops in order until `until` finished (nullptr: until the queue is empty,
@@ -155,9 +177,18 @@ class Communicator final : public coll::PeerLinks {
   coll::ScheduleCache schedules_;
   std::vector<char> scratch_;
   bool oversubscribed_ = true;  // more ranks on this host than cores to run them
-  uint64_t next_seq_ = 1;
+  // Issue order: the next sequence number to hand out (by enqueue, under queue_mutex_, or
+  // by run()'s direct path), and the first one not yet finished (written under
+  // exec_mutex_). Equal: every operation issued so far has finished.
+  std::atomic<uint64_t> next_seq_{1};
+  std::atomic<uint64_t> unfinished_seq_{1};
 
   std::mutex exec_mutex_;  // held by whoever drives operations
+  Settings settings_;      // under exec_mutex_
+  // The driver's reused arrays (under exec_mutex_): the group being run, and its buffers.
+  std::vector<std::shared_ptr<Operation>> group_;
+  std::vector<const OperationSpec*> group_specs_;
+  std::vector<coll::Buffers> buffer_sets_;
   std::mutex queue_mutex_;
   std::condition_variable queue_cv_;
   std::deque<std::shared_ptr<Operation>> queue_;

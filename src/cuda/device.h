@@ -8,6 +8,7 @@
 // with CIUIC_ERR_UNSUPPORTED saying so.
 #pragma once
 
+#include <atomic>
 #include <memory>
 #include <mutex>
 #include <vector>
@@ -91,6 +92,9 @@ class CommState {
 
   std::mutex mutex_;
   std::shared_ptr<Engine> engine_;
+  // Set once engine_ exists (it stays until the destructor): a host call on a communicator
+  // that never had a device call checks this flag instead of taking mutex_.
+  std::atomic<bool> has_engine_{false};
 };
 
 // ciuic_wait on a device request: the operation's host part finished and its last copy on

@@ -96,9 +96,10 @@ const char* memory_name(Memory m) {
   return "unknown";
 }
 
-Status classify(const void* ptr, PointerInfo* out) {
+Status classify(const void* ptr, PointerInfo* out) { return classify(loaded_driver(), ptr, out); }
+
+Status classify(const DriverApi* api, const void* ptr, PointerInfo* out) {
   *out = PointerInfo{};
-  const DriverApi* api = loaded_driver();
   if (api == nullptr || ptr == nullptr) return Status::Ok();
   unsigned memory_type = 0, is_managed = 0;
   int device = -1;

@@ -43,6 +43,9 @@ struct PointerInfo {
 // What `ptr` is. Host memory unknown to CUDA (or any pointer while CUDA is not loaded)
 // is kHost.
 Status classify(const void* ptr, PointerInfo* out);
+// The same with the driver table the caller already has (loaded_driver(), maybe nullptr):
+// one look at the loader serves every buffer of a call.
+Status classify(const DriverApi* api, const void* ptr, PointerInfo* out);
 
 // The allocation `ptr` lies in, for CUDA IPC: its base, the driver's process-wide unique
 // id of it (never reused, unlike addresses), and whether cudaIpcGetMemHandle can export it

@@ -729,6 +729,7 @@ Status CommState::engine_for(const std::shared_ptr<core::Communicator>& comm,
             e);
     }
     CIUIC_RETURN_IF_ERROR(Engine::create(comm, device, &engine_).prefix(name));
+    has_engine_.store(true, std::memory_order_release);
   }
   if (where.gpu >= 0 && where.gpu != engine_->device())
     return invalid_argument(std::string(name) + ": the buffers are on GPU " +
@@ -770,6 +771,9 @@ Status CommState::issue_group(const std::shared_ptr<core::Communicator>& comm,
 }
 
 Status CommState::flush() {
+  // A device call issued before this one (on this thread, or ordered before it) set the
+  // flag first; one issued concurrently has no order to keep.
+  if (!has_engine_.load(std::memory_order_acquire)) return Status::Ok();
   std::shared_ptr<Engine> engine;
   {
     std::lock_guard<std::mutex> lock(mutex_);

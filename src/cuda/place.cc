@@ -91,6 +91,10 @@ Status place(const coll::CollectiveArgs& args, const coll::Buffers& buffers, ciu
              Placement* out) {
   *out = Placement{};
   out->stream = stream;
+  // One look at the loader for the whole call. Without libcuda.so.1 there is no CUDA
+  // memory: host buffers and no stream is the host path, with nothing more to ask.
+  const DriverApi* driver = loaded_driver();
+  if (driver == nullptr && stream == nullptr) return Status::Ok();
   const char* name = coll::collective_name(args.collective);
   const Layout l = layout_of(args, buffers);
   struct Seen {
@@ -101,7 +105,7 @@ Status place(const coll::CollectiveArgs& args, const coll::Buffers& buffers, ciu
   bool any_cuda = false, any_pageable = false;
   for (Seen& s : seen) {
     if (s.ptr == nullptr) continue;
-    CIUIC_RETURN_IF_ERROR(classify(s.ptr, &s.info).prefix(name));
+    CIUIC_RETURN_IF_ERROR(classify(driver, s.ptr, &s.info).prefix(name));
     const Memory m = s.info.memory;
     any_cuda = any_cuda || m == Memory::kDevice || m == Memory::kManaged;
     any_pageable = any_pageable || m == Memory::kHost;
@@ -131,7 +135,7 @@ Status place(const coll::CollectiveArgs& args, const coll::Buffers& buffers, ciu
         (dev ? describe(*dev) + " cannot be used" : std::string("CUDA streams cannot be used")) +
         " (pass host buffers with stream = NULL)");
   }
-  if (stream != nullptr && loaded_driver() == nullptr)
+  if (stream != nullptr && driver == nullptr)
     return unsupported(std::string(name) +
                        ": a stream was passed but this process has not "
                        "initialised CUDA (libcuda.so.1 is not loaded); for host buffers pass "
