@@ -23,13 +23,16 @@ thread_local uint64_t t_allocations = 0;
 
 }  // namespace
 
-// The library's operator delete frees what malloc returned, so only new is replaced.
+// Replaced together with the matching deletes: a sanitizer's runtime brings its own
+// operator delete and reports memory from malloc that reaches it as a mismatch.
 
 void* operator new(std::size_t bytes) {
   ++t_allocations;
   if (void* p = std::malloc(bytes == 0 ? 1 : bytes)) return p;
   throw std::bad_alloc();
 }
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t) noexcept { std::free(p); }
 
 namespace ciuic::testing {
 namespace {
