@@ -21,18 +21,25 @@ namespace {
 // make_shared of the library's C++ code).
 thread_local uint64_t t_allocations = 0;
 
+// A sanitizer's runtime owns operator new and delete (and the standard library reaches
+// variants of them a replacement would have to cover one by one): there the allocation
+// count is not taken.
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+constexpr bool kCounting = false;
+#else
+constexpr bool kCounting = true;
+#endif
+
 }  // namespace
 
-// Replaced together with the matching deletes: a sanitizer's runtime brings its own
-// operator delete and reports memory from malloc that reaches it as a mismatch.
-
+#if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
+// The default operator delete frees what malloc returned, so only new is replaced.
 void* operator new(std::size_t bytes) {
   ++t_allocations;
   if (void* p = std::malloc(bytes == 0 ? 1 : bytes)) return p;
   throw std::bad_alloc();
 }
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+#endif
 
 namespace ciuic::testing {
 namespace {
@@ -42,6 +49,7 @@ namespace {
 // once, the executor's list of descriptors the first time it sleeps in poll() (which the
 // warm-up may not have made it do), so there the bound is far below one per call.
 void expect_no_allocation(int nranks, uint64_t at_most) {
+  if (!kCounting) GTEST_SKIP() << "a sanitizer's runtime owns operator new here";
   Cluster cluster(nranks);
   ASSERT_TRUE(cluster.ok());
   cluster.run([&](int rank, ciuic_comm_t comm) {
