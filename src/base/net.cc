@@ -388,6 +388,19 @@ Status recv_some(int fd, void* data, size_t size, size_t* done) {
   return Status::Ok();
 }
 
+Status send_all(int fd, const void* data, size_t size, Deadline deadline, int poll_cap_ms,
+                std::string_view what) {
+  const auto* bytes = static_cast<const uint8_t*>(data);
+  size_t done = 0;
+  for (;;) {
+    CIUIC_RETURN_IF_ERROR(send_some(fd, bytes + done, size - done, &done));
+    if (done == size) return Status::Ok();
+    if (deadline.expired()) return timeout_error(std::string(what) + " did not finish in time");
+    bool ready = false;
+    CIUIC_RETURN_IF_ERROR(wait_fd(fd, POLLOUT, deadline.poll_timeout_ms(poll_cap_ms), &ready));
+  }
+}
+
 Status wait_fd(int fd, short events, int timeout_ms, bool* ready) {
   pollfd p{fd, events, 0};
   int rc = ::poll(&p, 1, timeout_ms);

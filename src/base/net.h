@@ -10,6 +10,7 @@
 #include <string>
 #include <string_view>
 
+#include "base/clock.h"
 #include "base/status.h"
 
 namespace ciuic::net {
@@ -98,6 +99,12 @@ Status recv_some(int fd, void* data, size_t size, size_t* done);
 
 // Waits (poll) for `events` on fd for at most timeout_ms. Ok(ready=false) on timeout.
 Status wait_fd(int fd, short events, int timeout_ms, bool* ready);
+
+// Sends all of [data, data+size) on a non-blocking socket, waiting for room in poll() (at
+// most poll_cap_ms at a time) until `deadline`; past it, a timeout saying "<what> did not
+// finish in time". A failure of the socket is send_some's.
+Status send_all(int fd, const void* data, size_t size, Deadline deadline, int poll_cap_ms,
+                std::string_view what);
 
 // Cryptographically random bytes (getrandom).
 void random_bytes(void* out, size_t size);

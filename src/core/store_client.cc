@@ -27,17 +27,7 @@ int64_t budget_ms(Deadline deadline) {
 }
 
 Status send_all(int fd, const uint8_t* data, size_t size, Deadline deadline) {
-  size_t done = 0;
-  while (done < size) {
-    size_t moved = 0;
-    CIUIC_RETURN_IF_ERROR(net::send_some(fd, data + done, size - done, &moved));
-    done += moved;
-    if (done == size) break;
-    if (deadline.expired()) return timeout_error("sending to the root did not finish in time");
-    bool ready = false;
-    CIUIC_RETURN_IF_ERROR(net::wait_fd(fd, POLLOUT, deadline.poll_timeout_ms(kPollCapMs), &ready));
-  }
-  return Status::Ok();
+  return net::send_all(fd, data, size, deadline, kPollCapMs, "sending to the root");
 }
 
 // Ok with *complete=false when the deadline passed first.

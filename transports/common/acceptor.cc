@@ -73,6 +73,7 @@ bool AuthenticatedListener::advance(Pending* p) {
                       " before the handshake deadline");
   if (!s.ok()) {
     refuse(*p, s.message());
+    accepted_then_lost(p);  // authenticated, so decide() accepted it
     return true;
   }
   return finished;

@@ -17,9 +17,6 @@ Status Dial::start(Setup setup) {
 
 Status Dial::open_and_connect() {
   ++dials_;
-  connected_ = false;
-  handshake_.reset();
-  fd_.reset();
   net::Fd s(::socket(remote_.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
   if (!s.valid()) return errno_error("socket", errno);
   // Before connect(): the receive window scale is fixed by the SYN.
@@ -51,7 +48,6 @@ Status Dial::progress(bool* done) {
     waiting_to_redial_ = false;
     CIUIC_RETURN_IF_ERROR(open_and_connect());
   }
-  Status s;
   if (!connected_) {
     bool writable = false;
     CIUIC_RETURN_IF_ERROR(net::wait_fd(fd_.get(), POLLOUT, 0, &writable));
@@ -63,7 +59,7 @@ Status Dial::progress(bool* done) {
     CIUIC_RETURN_IF_ERROR(net::connect_finished(fd_.get(), remote_));
     connected_ = true;
   }
-  s = handshake_->progress(&done_);
+  Status s = handshake_->progress(&done_);
   if (!s.ok() && should_dial_again(s)) {
     const int pause_ms = 50 << (dials_ - 1);  // 50, 100, 200 ms
     CIUIC_LOG_WARN(log::kNet, "%s; dialing %s again in %d ms (dial %d of %d)", s.message().c_str(),

@@ -1,6 +1,5 @@
 #include "transports/tcp/tcp_channel.h"
 
-#include <poll.h>
 #include <sys/socket.h>
 
 #include <cerrno>
@@ -68,17 +67,10 @@ void StripedChannel::send_abort_and_shutdown(std::string_view reason, const Dead
   uint8_t frame[kFrameHeaderBytes + kMaxAbortReason];
   encode_frame({FrameType::kAbort, 0, reason.size()}, frame);
   std::memcpy(frame + kFrameHeaderBytes, reason.data(), reason.size());
-  const int fd = stripes_[0].get();
-  const size_t size = kFrameHeaderBytes + reason.size();
-  size_t sent = 0;
   // Best effort: a socket that stays full drops the reason and the peer sees a closed
   // connection (or the start of the reason).
-  while (net::send_some(fd, frame + sent, size - sent, &sent).ok() && sent < size &&
-         !room_until.expired()) {
-    bool ready = false;
-    if (!net::wait_fd(fd, POLLOUT, room_until.poll_timeout_ms(kAbortFrameWaitMs), &ready).ok())
-      break;
-  }
+  (void)net::send_all(stripes_[0].get(), frame, kFrameHeaderBytes + reason.size(), room_until,
+                      kAbortFrameWaitMs, "the ABORT frame");
   shutdown_all();
 }
 

@@ -47,24 +47,17 @@ bool TcpSendChannel::finish_stripe0_message(const Deadline& room_until) {
   if (done == 0 || done == segment) return true;
   // What is left here is a header, a small message, or (without I/O threads) the rest of a
   // piece: bounded either way by room_until, which a receiver that reads meets at once.
-  const int fd = stripes_[0].get();
   // The rest of this message only (not the messages behind it), and the channel's
   // bookkeeping stays as it was: every request of an aborted channel fails.
-  while (done < segment) {
-    size_t moved = 0;
-    Status s = done < kFrameHeaderBytes
-                   ? net::send_some(fd, r->header + done, kFrameHeaderBytes - done, &moved)
-                   : net::send_some(fd, r->data + r->layout.offset(0) + (done - kFrameHeaderBytes),
-                                    segment - done, &moved);
-    if (!s.ok()) return false;
-    done += moved;
-    if (moved > 0) continue;  // the header went: now its payload; or look for room again
-    if (room_until.expired()) return false;
-    bool ready = false;
-    if (!net::wait_fd(fd, POLLOUT, room_until.poll_timeout_ms(kAbortFrameWaitMs), &ready).ok())
-      return false;
-  }
-  return true;
+  const int fd = stripes_[0].get();
+  if (done < kFrameHeaderBytes &&
+      !net::send_all(fd, r->header + done, kFrameHeaderBytes - done, room_until,
+                     kAbortFrameWaitMs, "a frame header").ok())
+    return false;
+  const uint64_t off = done > kFrameHeaderBytes ? done - kFrameHeaderBytes : 0;
+  return net::send_all(fd, r->data + r->layout.offset(0) + off, segment - kFrameHeaderBytes - off,
+                       room_until, kAbortFrameWaitMs, "a message")
+      .ok();
 }
 
 void TcpSendChannel::collect_poll_fds(std::vector<pollfd>* fds) const {
