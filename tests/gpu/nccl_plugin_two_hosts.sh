@@ -7,7 +7,8 @@
 #   NCCL_TESTS_BUILD=/path/to/nccl-tests/build tests/gpu/nccl_plugin_two_hosts.sh [out-dir]
 #
 #   SIZES="-b 8 -e 512M -f 4", ITERS="-n 20 -w 5", TESTS="all_reduce_perf ..." (the plugin's
-#   runs; Socket runs all-reduce only), CIUIC_ENV="K=V ..." (added to the plugin's runs)
+#   runs; Socket runs all-reduce only), CIUIC_ENV="K=V ..." (added to the plugin's runs),
+#   BASELINES=0 (the plugin's runs alone, no Socket runs)
 #
 # nccl-tests must be built with MPI=1. The plugin is taken from $PLUGIN_DIR
 # (default build/plugins/nccl). Prints each run's table; exits non-zero if a run fails,
@@ -49,6 +50,7 @@ run() {
 for t in ${TESTS:-all_reduce_perf all_gather_perf reduce_scatter_perf alltoall_perf sendrecv_perf}; do
   run ciuic "$t" NCCL_NET_PLUGIN=ciuic NCCL_NET=ciuic CIUIC_SOCKET_IFNAME=lo ${CIUIC_ENV:-}
 done
+[ "${BASELINES:-1}" = 0 ] && exit $status
 run socket all_reduce_perf NCCL_NET_PLUGIN=none NCCL_NET=Socket NCCL_SOCKET_IFNAME=lo
 run socket4x4 all_reduce_perf NCCL_NET_PLUGIN=none NCCL_NET=Socket NCCL_SOCKET_IFNAME=lo \
   NCCL_SOCKET_NTHREADS=4 NCCL_NSOCKS_PERTHREAD=4
