@@ -1,378 +1,37 @@
-// The same-node CUDA IPC kernel: every collective of the IPC path, windowed or direct
-// (ipc_kernels.h), for every datatype x op.
-//
-// The ranks' kernels meet block by block: block b of rank r writes the meeting's value into
-// flags[b][r] of every peer's memory (after a system-scope fence, so that what the block
-// wrote before is visible first) and waits until every peer's value sits in its own
-// flags[b][peer]. Every rank launches the same grid for an operation, so when a rank's
-// kernel has finished, every block of every peer has passed the same meetings.
+// The same-node CUDA IPC kernel's launch: every collective of the IPC path, windowed or
+// direct (ipc_kernels.h), for every datatype x op. The kernels themselves are in
+// ipc_kernel.cuh, compiled one datatype per translation unit.
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <string>
 
-#include "cuda/device_math.cuh"
+#include "cuda/ipc_kernel.cuh"
 #include "cuda/ipc_kernels.h"
 
 namespace ciuic::cuda {
 namespace {
 
-__device__ __forceinline__ void store_release(uint64_t* p, uint64_t v) {
-  asm volatile("st.release.sys.u64 [%0], %1;" ::"l"(p), "l"(v) : "memory");
-}
+using ipc_detail::IpcKernel;
+using ipc_detail::kernel_of;
 
-__device__ __forceinline__ uint64_t load_acquire(const uint64_t* p) {
-  uint64_t v;
-  asm volatile("ld.acquire.sys.u64 %0, [%1];" : "=l"(v) : "l"(p) : "memory");
-  return v;
-}
-
-__device__ __forceinline__ uint64_t now_ns() {
-  uint64_t t;
-  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
-  return t;
-}
-
-__host__ __device__ __forceinline__ size_t div_up(size_t a, size_t b) { return (a + b - 1) / b; }
-__host__ __device__ __forceinline__ size_t round_up(size_t a, size_t b) { return div_up(a, b) * b; }
-
-// Every rank's block blockIdx.x reaches `value`. False (for the whole block) once a waiting
-// thread gave up: the deadline passed, the communicator was aborted, or an earlier kernel
-// of this engine gave up (it recorded why in the host words).
-__device__ bool meet(const IpcLaunch& a, uint64_t value, int* failed) {
-  __syncthreads();
-  const int peer = static_cast<int>(threadIdx.x);
-  if (peer < a.nranks && peer != a.rank) {
-    __threadfence_system();
-    store_release(a.peer_flags[peer] + blockIdx.x * kIpcMaxRanks + a.rank, value);
-    const uint64_t* mine = a.flags + blockIdx.x * kIpcMaxRanks + peer;
-    uint64_t start = 0, start_cycles = 0;
-    for (uint32_t spin = 1; load_acquire(mine) < value; ++spin) {
-      if (spin % 1024 != 0) continue;
-      const volatile IpcHostWords* host = a.host;
-      uint32_t kind = 0;
-      if (host->abort != 0 || host->error != 0) {
-        kind = kIpcErrorAborted;
-      } else {
-        // The global timer; the multiprocessor's cycles too (at most 4 GHz), in case the
-        // timer does not advance where the kernel runs.
-        const uint64_t t = now_ns(), cycles = clock64();
-        if (start_cycles == 0) {
-          start = t;
-          start_cycles = cycles;
-        } else if (t - start > a.timeout_ns || cycles - start_cycles > 4 * a.timeout_ns) {
-          kind = kIpcErrorTimeout;
-        }
-      }
-      if (kind != 0) {
-        atomicCAS_system(reinterpret_cast<unsigned int*>(&a.host->error), 0u,
-                         kind << 8 | static_cast<uint32_t>(peer));
-        *failed = 1;
-        break;
-      }
-    }
+// The kernel for the datatype and op; nullptr if either is not a ciuic value.
+IpcKernel kernel_for(ciuic_datatype_t datatype, ciuic_op_t op) {
+  switch (datatype) {
+    case CIUIC_INT8: return kernel_of<CIUIC_INT8>(op);
+    case CIUIC_UINT8: return kernel_of<CIUIC_UINT8>(op);
+    case CIUIC_INT32: return kernel_of<CIUIC_INT32>(op);
+    case CIUIC_UINT32: return kernel_of<CIUIC_UINT32>(op);
+    case CIUIC_INT64: return kernel_of<CIUIC_INT64>(op);
+    case CIUIC_UINT64: return kernel_of<CIUIC_UINT64>(op);
+    case CIUIC_FLOAT16: return kernel_of<CIUIC_FLOAT16>(op);
+    case CIUIC_BFLOAT16: return kernel_of<CIUIC_BFLOAT16>(op);
+    case CIUIC_FLOAT32: return kernel_of<CIUIC_FLOAT32>(op);
+    case CIUIC_FLOAT64: return kernel_of<CIUIC_FLOAT64>(op);
+    case CIUIC_FLOAT8_E4M3: return kernel_of<CIUIC_FLOAT8_E4M3>(op);
+    case CIUIC_FLOAT8_E5M2: return kernel_of<CIUIC_FLOAT8_E5M2>(op);
+    default: return nullptr;
   }
-  __syncthreads();
-  return *failed == 0;
-}
-
-template <class Codec, class Op>
-struct Elements {
-  using S = typename Codec::Storage;
-  using C = typename Codec::Compute;
-  static constexpr int kLanes = 16 / sizeof(S);
-  // Vectors in flight per thread with more than two sources: about 16 registers of
-  // accumulators whatever the datatype.
-  static constexpr int kRegistersPerLane = sizeof(C) > 4 ? 2 : 1;
-  static constexpr int kUnroll =
-      kLanes * kRegistersPerLane >= 16 ? 1 : 16 / (kLanes * kRegistersPerLane);
-  static constexpr int kCopyUnroll = 8;
-  union Pack {
-    uint4 bits;
-    S lanes[kLanes];
-  };
-
-  static __device__ __forceinline__ S finish(C acc, int average_over) {
-    const S v = Codec::store(acc);
-    return average_over > 0 ? dev::average_of<Codec>(v, average_over) : v;
-  }
-
-  // dsts[d][i] = srcs[0][i] op srcs[1][i] ... for i < count (nsrc >= 2), divided by
-  // average_over when it is not 0. The block's threads share the work.
-  static __device__ void reduce(const char* const* srcs, int nsrc, char* const* dsts, int ndst,
-                                size_t count, int average_over) {
-    bool aligned = true;
-    for (int s = 0; s < nsrc; ++s)
-      aligned = aligned && reinterpret_cast<uintptr_t>(srcs[s]) % 16 == 0;
-    for (int d = 0; d < ndst; ++d)
-      aligned = aligned && reinterpret_cast<uintptr_t>(dsts[d]) % 16 == 0;
-    const size_t vectors = aligned ? count / kLanes : 0;
-    if (nsrc == 2) {  // two ranks: both sources' vectors in flight at once
-      constexpr int kPairs = 8;
-      const uint4* a = reinterpret_cast<const uint4*>(srcs[0]);
-      const uint4* b = reinterpret_cast<const uint4*>(srcs[1]);
-      for (size_t v0 = threadIdx.x; v0 < vectors; v0 += static_cast<size_t>(blockDim.x) * kPairs) {
-        Pack x[kPairs], y[kPairs];
-#pragma unroll
-        for (int u = 0; u < kPairs; ++u) {
-          const size_t v = v0 + static_cast<size_t>(u) * blockDim.x;
-          if (v < vectors) {
-            x[u].bits = a[v];
-            y[u].bits = b[v];
-          }
-        }
-#pragma unroll
-        for (int u = 0; u < kPairs; ++u) {
-          const size_t v = v0 + static_cast<size_t>(u) * blockDim.x;
-          if (v >= vectors) continue;
-#pragma unroll
-          for (int e = 0; e < kLanes; ++e)
-            x[u].lanes[e] = finish(
-                Op::apply(Codec::load(x[u].lanes[e]), Codec::load(y[u].lanes[e])), average_over);
-          for (int d = 0; d < ndst; ++d) reinterpret_cast<uint4*>(dsts[d])[v] = x[u].bits;
-        }
-      }
-    }
-    const size_t step = static_cast<size_t>(blockDim.x) * kUnroll;
-    for (size_t v0 = threadIdx.x; nsrc != 2 && v0 < vectors; v0 += step) {
-      C acc[kUnroll][kLanes];
-      Pack p[kUnroll];
-#pragma unroll
-      for (int u = 0; u < kUnroll; ++u) {
-        const size_t v = v0 + static_cast<size_t>(u) * blockDim.x;
-        if (v < vectors) p[u].bits = reinterpret_cast<const uint4*>(srcs[0])[v];
-      }
-#pragma unroll
-      for (int u = 0; u < kUnroll; ++u)
-#pragma unroll
-        for (int e = 0; e < kLanes; ++e) acc[u][e] = Codec::load(p[u].lanes[e]);
-      for (int s = 1; s < nsrc; ++s) {
-#pragma unroll
-        for (int u = 0; u < kUnroll; ++u) {
-          const size_t v = v0 + static_cast<size_t>(u) * blockDim.x;
-          if (v < vectors) p[u].bits = reinterpret_cast<const uint4*>(srcs[s])[v];
-        }
-#pragma unroll
-        for (int u = 0; u < kUnroll; ++u)
-#pragma unroll
-          for (int e = 0; e < kLanes; ++e)
-            acc[u][e] = Op::apply(acc[u][e], Codec::load(p[u].lanes[e]));
-      }
-#pragma unroll
-      for (int u = 0; u < kUnroll; ++u) {
-        const size_t v = v0 + static_cast<size_t>(u) * blockDim.x;
-        if (v >= vectors) continue;
-        Pack o;
-#pragma unroll
-        for (int e = 0; e < kLanes; ++e) o.lanes[e] = finish(acc[u][e], average_over);
-        for (int d = 0; d < ndst; ++d) reinterpret_cast<uint4*>(dsts[d])[v] = o.bits;
-      }
-    }
-    for (size_t i = vectors * kLanes + threadIdx.x; i < count; i += blockDim.x) {
-      C acc = Codec::load(reinterpret_cast<const S*>(srcs[0])[i]);
-      for (int s = 1; s < nsrc; ++s)
-        acc = Op::apply(acc, Codec::load(reinterpret_cast<const S*>(srcs[s])[i]));
-      const S v = finish(acc, average_over);
-      for (int d = 0; d < ndst; ++d) reinterpret_cast<S*>(dsts[d])[i] = v;
-    }
-  }
-
-  // dsts[d][i] = src[i] for i < count, bit for bit.
-  static __device__ void copy(const char* src, char* const* dsts, int ndst, size_t count) {
-    bool aligned = reinterpret_cast<uintptr_t>(src) % 16 == 0;
-    for (int d = 0; d < ndst; ++d)
-      aligned = aligned && reinterpret_cast<uintptr_t>(dsts[d]) % 16 == 0;
-    const size_t vectors = aligned ? count / kLanes : 0;
-    const size_t step = static_cast<size_t>(blockDim.x) * kCopyUnroll;
-    for (size_t v0 = threadIdx.x; v0 < vectors; v0 += step) {
-      uint4 p[kCopyUnroll];
-#pragma unroll
-      for (int u = 0; u < kCopyUnroll; ++u) {
-        const size_t v = v0 + static_cast<size_t>(u) * blockDim.x;
-        if (v < vectors) p[u] = reinterpret_cast<const uint4*>(src)[v];
-      }
-#pragma unroll
-      for (int u = 0; u < kCopyUnroll; ++u) {
-        const size_t v = v0 + static_cast<size_t>(u) * blockDim.x;
-        if (v >= vectors) continue;
-        for (int d = 0; d < ndst; ++d) reinterpret_cast<uint4*>(dsts[d])[v] = p[u];
-      }
-    }
-    for (size_t i = vectors * kLanes + threadIdx.x; i < count; i += blockDim.x) {
-      const S v = reinterpret_cast<const S*>(src)[i];
-      for (int d = 0; d < ndst; ++d) reinterpret_cast<S*>(dsts[d])[i] = v;
-    }
-  }
-};
-
-// This block's part [lo, lo + len) of `length` elements split over the grid, in pieces
-// that are multiples of kIpcAlign (so the same element always falls to the same block).
-__device__ __forceinline__ void block_part(size_t length, size_t per_block, size_t* lo,
-                                           size_t* len) {
-  const size_t start = min(length, static_cast<size_t>(blockIdx.x) * per_block);
-  *lo = start;
-  *len = min(length, start + per_block) - start;
-}
-
-template <class Codec, class Op>
-__device__ void run_windowed(const IpcLaunch& a, int* failed) {
-  using E = Elements<Codec, Op>;
-  constexpr size_t elem = sizeof(typename Codec::Storage);
-  const int n = a.nranks, r = a.rank;
-  const size_t count = a.count, cc = a.chunk;
-  const int rows = a.collective == IpcCollective::kReduceScatter ? n : 1;
-  const size_t chunks = div_up(count, cc);
-  const size_t per_block = round_up(div_up(cc, gridDim.x), kIpcAlign);
-  const int average_over = a.op == CIUIC_AVG ? n : 0;
-  const size_t parity = (a.base >> 32) & 1;
-  const char* in = static_cast<const char*>(a.in);
-  char* out = static_cast<char*>(a.out);
-  const char* srcs[kIpcMaxRanks];
-  char* dsts[1];
-  for (size_t c = 0; c < chunks; ++c) {
-    const size_t first = c * cc;
-    const size_t cols = min(cc, count - first);
-    size_t lo, len;
-    block_part(cols, per_block, &lo, &len);
-    const size_t slot = (parity * 2 + (c & 1)) * a.slot_bytes;
-    if (in != nullptr && len > 0) {
-      for (int row = 0; row < rows; ++row) {
-        dsts[0] = a.windows[r] + slot + (row * cc + lo) * elem;
-        E::copy(in + (row * count + first + lo) * elem, dsts, 1, len);
-      }
-    }
-    if (!meet(a, a.base + c + 1, failed)) return;
-    if (len == 0 || out == nullptr) continue;
-    switch (a.collective) {
-      case IpcCollective::kAllreduce:
-      case IpcCollective::kReduce:
-      case IpcCollective::kReduceScatter: {
-        const size_t row = a.collective == IpcCollective::kReduceScatter ? r : 0;
-        for (int q = 0; q < n; ++q) srcs[q] = a.windows[q] + slot + (row * cc + lo) * elem;
-        dsts[0] = out + (first + lo) * elem;
-        E::reduce(srcs, n, dsts, 1, len, average_over);
-        break;
-      }
-      case IpcCollective::kAllgather:
-        for (int q = 0; q < n; ++q) {
-          dsts[0] = out + (q * count + first + lo) * elem;
-          E::copy(a.windows[q] + slot + lo * elem, dsts, 1, len);
-        }
-        break;
-      case IpcCollective::kBroadcast:
-        dsts[0] = out + (first + lo) * elem;
-        E::copy(a.windows[a.root] + slot + lo * elem, dsts, 1, len);
-        break;
-    }
-  }
-  // Every rank has read this rank's windows: once the kernel ends, nothing of this
-  // operation touches them (the next operation may refill them, the engine may free them).
-  meet(a, a.base + chunks + 1, failed);
-}
-
-template <class Codec, class Op>
-__device__ void run_direct(const IpcLaunch& a, const uint64_t* ins, const uint64_t* outs,
-                           int* failed) {
-  using E = Elements<Codec, Op>;
-  constexpr size_t elem = sizeof(typename Codec::Storage);
-  if (!meet(a, a.base + 1, failed)) return;
-  const int n = a.nranks, r = a.rank;
-  const size_t count = a.count;
-  const int average_over = a.op == CIUIC_AVG ? n : 0;
-  auto in_of = [&](int q, size_t at) { return reinterpret_cast<const char*>(ins[q]) + at * elem; };
-  auto out_of = [&](int q, size_t at) { return reinterpret_cast<char*>(outs[q]) + at * elem; };
-  const char* srcs[kIpcMaxRanks];
-  char* dsts[kIpcMaxRanks];
-  int ndst = 0;
-  // Rank r's share: slice r of the count (all-reduce, reduce, broadcast), or its own block.
-  const size_t slice = round_up(div_up(count, n), kIpcAlign);
-  const size_t s0 = min(count, r * slice), s1 = min(count, s0 + slice);
-  const bool sliced =
-      a.collective != IpcCollective::kReduceScatter && a.collective != IpcCollective::kAllgather;
-  const size_t length = sliced ? s1 - s0 : count;
-  size_t lo, len;
-  block_part(length, round_up(div_up(sliced ? slice : count, gridDim.x), kIpcAlign), &lo, &len);
-  if (len > 0) {
-    switch (a.collective) {
-      case IpcCollective::kAllreduce:
-      case IpcCollective::kReduce:
-        for (int q = 0; q < n; ++q) srcs[q] = in_of(q, s0 + lo);
-        if (a.collective == IpcCollective::kReduce) {
-          dsts[ndst++] = out_of(a.root, s0 + lo);
-        } else {
-          for (int q = 0; q < n; ++q) dsts[ndst++] = out_of(q, s0 + lo);
-        }
-        E::reduce(srcs, n, dsts, ndst, len, average_over);
-        break;
-      case IpcCollective::kReduceScatter:
-        for (int q = 0; q < n; ++q) srcs[q] = in_of(q, r * count + lo);
-        dsts[ndst++] = out_of(r, lo);
-        E::reduce(srcs, n, dsts, ndst, len, average_over);
-        break;
-      case IpcCollective::kAllgather:
-      case IpcCollective::kBroadcast: {
-        const int from = a.collective == IpcCollective::kAllgather ? r : a.root;
-        const size_t at = a.collective == IpcCollective::kAllgather ? lo : s0 + lo;
-        const char* src = in_of(from, at);
-        for (int q = 0; q < n; ++q) {
-          if (outs[q] == 0) continue;
-          char* d = out_of(q, a.collective == IpcCollective::kAllgather ? r * count + lo : at);
-          if (d != src) dsts[ndst++] = d;  // an in-place rank's own block is already there
-        }
-        E::copy(src, dsts, ndst, len);
-        break;
-      }
-    }
-  }
-  meet(a, a.base + 2, failed);
-}
-
-template <class Codec, class Op>
-__global__ void __launch_bounds__(kIpcThreads, 1) ipc_kernel(const IpcLaunch a) {
-  __shared__ int failed;
-  __shared__ uint32_t mode;
-  __shared__ uint64_t pointers[2 * kIpcMaxRanks];
-  const volatile IpcDescriptor* d = a.descriptor;
-  if (threadIdx.x == 0) {
-    failed = 0;
-    mode = d != nullptr ? d->mode : static_cast<uint32_t>(kIpcModeWindowed);
-  }
-  if (d != nullptr && threadIdx.x < 2 * kIpcMaxRanks) {
-    const int q = static_cast<int>(threadIdx.x) % kIpcMaxRanks;
-    pointers[threadIdx.x] = threadIdx.x < kIpcMaxRanks ? d->in[q] : d->out[q];
-  }
-  __syncthreads();
-  if (mode == kIpcModeWindowed)
-    run_windowed<Codec, Op>(a, &failed);
-  else if (mode == kIpcModeDirect)
-    run_direct<Codec, Op>(a, pointers, pointers + kIpcMaxRanks, &failed);
-}
-
-// fn(kernel) for the datatype and op; false if either is not a ciuic value.
-template <class Fn>
-bool with_kernel(ciuic_datatype_t datatype, ciuic_op_t op, Fn&& fn) {
-  bool known_op = true;
-  const bool known_type = dev::with_codec(datatype, [&](auto codec) {
-    using Codec = decltype(codec);
-    switch (op) {
-      case CIUIC_SUM:
-      case CIUIC_AVG:
-        fn(ipc_kernel<Codec, dev::Sum>);
-        break;
-      case CIUIC_PROD:
-        fn(ipc_kernel<Codec, dev::Prod>);
-        break;
-      case CIUIC_MIN:
-        fn(ipc_kernel<Codec, dev::Min>);
-        break;
-      case CIUIC_MAX:
-        fn(ipc_kernel<Codec, dev::Max>);
-        break;
-      default:
-        known_op = false;
-        break;
-    }
-  });
-  return known_type && known_op;
 }
 
 }  // namespace
@@ -382,12 +41,11 @@ Status launch_ipc(const IpcLaunch& launch, cudaStream_t stream) {
       launch.nranks > kIpcMaxRanks)
     return internal_error("IPC kernel: " + std::to_string(launch.blocks) + " blocks for " +
                           std::to_string(launch.nranks) + " ranks");
-  const bool known = with_kernel(launch.datatype, launch.op, [&](auto kernel) {
-    kernel<<<launch.blocks, kIpcThreads, 0, stream>>>(launch);
-  });
-  if (!known)
+  const IpcKernel kernel = kernel_for(launch.datatype, launch.op);
+  if (kernel == nullptr)
     return invalid_argument("IPC kernel: datatype " + std::to_string(launch.datatype) + " op " +
                             std::to_string(launch.op));
+  kernel<<<launch.blocks, kIpcThreads, 0, stream>>>(launch);
   const cudaError_t e = cudaGetLastError();
   if (e != cudaSuccess)
     return internal_error(std::string("IPC kernel: launch failed: ") + cudaGetErrorName(e) + " (" +
@@ -399,14 +57,16 @@ Status ipc_blocks_per_sm(int* out) {
   int fewest = 1 << 30;
   cudaError_t failure = cudaSuccess;
   for (int t = 0; t < CIUIC_NUM_DATATYPES; ++t)
-    for (int op = 0; op < CIUIC_NUM_OPS; ++op)
-      with_kernel(static_cast<ciuic_datatype_t>(t), static_cast<ciuic_op_t>(op), [&](auto kernel) {
-        int blocks = 0;
-        const cudaError_t e =
-            cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, kIpcThreads, 0);
-        if (e != cudaSuccess) failure = e;
-        fewest = std::min(fewest, blocks);
-      });
+    for (int op = 0; op < CIUIC_NUM_OPS; ++op) {
+      const IpcKernel kernel =
+          kernel_for(static_cast<ciuic_datatype_t>(t), static_cast<ciuic_op_t>(op));
+      if (kernel == nullptr) continue;
+      int blocks = 0;
+      const cudaError_t e =
+          cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, kIpcThreads, 0);
+      if (e != cudaSuccess) failure = e;
+      fewest = std::min(fewest, blocks);
+    }
   if (failure != cudaSuccess)
     return internal_error(
         std::string("IPC kernel: cudaOccupancyMaxActiveBlocksPerMultiprocessor: ") +
