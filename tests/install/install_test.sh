@@ -28,6 +28,22 @@ free_port() {
     2>/dev/null || echo $((20000 + $$ % 20000))
 }
 
+# A port P with P + 1 free as well (torchrun's MASTER_PORT, and ciuic's root on the next
+# one): with other tests' connections about, the port after a free one is often taken.
+free_port_pair() {
+  python3 -c '
+import socket
+for _ in range(100):
+    a = socket.socket(); a.bind(("127.0.0.1", 0)); p = a.getsockname()[1]
+    b = socket.socket()
+    try:
+        b.bind(("127.0.0.1", p + 1))
+    except OSError:
+        continue
+    print(p); break
+' 2>/dev/null || echo $((20000 + $$ % 20000))
+}
+
 random_secret() { od -An -N16 -tx1 /dev/urandom | tr -d ' \n'; }
 
 setup() {
@@ -95,13 +111,15 @@ run() {
         ;;
       torchrun)
         # What torchrun sets for each worker; its own store would hold MASTER_PORT, so
-        # ciuic's root takes MASTER_PORT + 1.
-        port=$(free_port)
+        # ciuic's root takes MASTER_PORT + 1. A rank that cannot reach the root fails by its
+        # deadline (60 s), with a message, before the launch's own 120 s limit.
+        port=$(free_port_pair)
         : >"$out"
         pids=
         for r in 0 1 2; do
           RANK=$r LOCAL_RANK=$r WORLD_SIZE=3 LOCAL_WORLD_SIZE=3 MASTER_ADDR=127.0.0.1 MASTER_PORT=$port \
-            TORCHELASTIC_RUN_ID="install-test-$$" timeout 120 "$exe" >"$out.$r" 2>&1 &
+            TORCHELASTIC_RUN_ID="install-test-$$" CIUIC_TIMEOUT_MS=60000 timeout 120 "$exe" \
+            >"$out.$r" 2>&1 &
           pids="$pids $!"
         done
         status=0

@@ -28,6 +28,10 @@ case "$check" in
     needs_ibverbs
     [ -x "$build/tests/fault_rank" ] || { echo "rdma-vm: SKIPPED: $build/tests/fault_rank is not built"; exit 77; }
     nodes=1 timeout=240 ;;
+  nccl_plugin)
+    needs_ibverbs
+    [ -x "$build/tests/nccl_plugin_test" ] || { echo "rdma-vm: SKIPPED: $build/tests/nccl_plugin_test is not built"; exit 77; }
+    nodes=1 timeout=180 ;;
   netns_faults)
     [ -x "$build/tests/fault_rank" ] || { echo "rdma-vm: SKIPPED: $build/tests/fault_rank is not built"; exit 77; }
     nodes=1 timeout=400 ;;

@@ -326,6 +326,22 @@ TEST_P(NcclPluginIoTest, SendLargerThanReceiveIsAnErrorOnTheReceiver) {
   EXPECT_EQ(v11_->finalize(net.ctx), ncclSuccess);
 }
 
+// The data path over whichever transport CIUIC_NET_TRANSPORT names: TCP here, ibverbs on
+// Soft-RoCE in the rdma-vm guest (tests/rdma-vm/checks/nccl_plugin.sh), so sizes an
+// emulated link carries in seconds.
+TEST_F(NcclPluginTest, GroupedTransfersOverTheConfiguredTransport) {
+  NetV11 net{v11_, init_v11()};
+  void *send_comm = nullptr, *recv_comm = nullptr;
+  connect_pair(net, &send_comm, &recv_comm);
+  ASSERT_FALSE(HasFatalFailure());
+  StreamStats stats;
+  run_stream(net, send_comm, recv_comm, make_script(300, 8, 256 << 10, 11), &stats);
+  EXPECT_GT(stats.bytes, 0u);
+  EXPECT_EQ(net.close_send(send_comm), ncclSuccess);
+  EXPECT_EQ(net.close_recv(recv_comm), ncclSuccess);
+  EXPECT_EQ(v11_->finalize(net.ctx), ncclSuccess);
+}
+
 TEST_F(NcclPluginTest, RefusesGpuMemoryBadHandlesAndForeignPointers) {
   NetV11 net{v11_, init_v11()};
   void *send_comm = nullptr, *recv_comm = nullptr;
