@@ -66,6 +66,14 @@ class NcclTunerTest : public ::testing::Test {
     return channels;
   }
 
+  // NCCL's constants as they came in, and NCCL's channel count.
+  void expect_nccls_model(void* ctx, const ncclTunerConstants_v5_t& constants) {
+    for (int i = 0; i < NCCL_NUM_COMPCAPS_V5; ++i)
+      for (int s = 0; s < NCCL_NUM_TUNING_SCALES_V5; ++s)
+        EXPECT_EQ(constants.llMaxBws[i][s], kNcclLlMaxBws[i][s]) << "[" << i << "][" << s << "]";
+    EXPECT_EQ(channels_for(ctx, ncclFuncAllReduce, 8), 0);
+  }
+
   PluginLibrary lib_;
   const ncclNet_v11_t* net_ = nullptr;
   const ncclTuner_v5_t* tuner_ = nullptr;
@@ -92,10 +100,7 @@ TEST_F(NcclTunerTest, AcrossNodesLlIsCappedAndSingleNodeModelKept) {
   finalize(ctx);
 
   ctx = init(4, 1, &constants);  // one node: nothing crosses the network
-  for (int i = 0; i < NCCL_NUM_COMPCAPS_V5; ++i)
-    for (int s = 0; s < NCCL_NUM_TUNING_SCALES_V5; ++s)
-      EXPECT_EQ(constants.llMaxBws[i][s], kNcclLlMaxBws[i][s]);
-  EXPECT_EQ(channels_for(ctx, ncclFuncAllReduce, 8), 0);
+  expect_nccls_model(ctx, constants);
   finalize(ctx);
 }
 
@@ -139,10 +144,7 @@ TEST_F(NcclTunerTest, DisabledLeavesNcclModelAlone) {
   setenv("CIUIC_NCCL_TUNER", "0", 1);
   ncclTunerConstants_v5_t constants{};
   void* ctx = init(2, 2, &constants);
-  for (int i = 0; i < NCCL_NUM_COMPCAPS_V5; ++i)
-    for (int s = 0; s < NCCL_NUM_TUNING_SCALES_V5; ++s)
-      EXPECT_EQ(constants.llMaxBws[i][s], kNcclLlMaxBws[i][s]);
-  EXPECT_EQ(channels_for(ctx, ncclFuncAllReduce, 8), 0);
+  expect_nccls_model(ctx, constants);
   finalize(ctx);
 }
 
