@@ -66,21 +66,26 @@ TunerContext* tuner_context(void* context) {
 
 ncclResult_t tuner_get_coll_info(void* context, ncclFunc_t collective, size_t n_bytes, int,
                                  float**, int, int, int, int* n_channels) {
-  TunerContext* ctx = tuner_context(context);
-  if (ctx == nullptr || n_channels == nullptr)
-    return report(invalid_argument("not a ciuic tuner context"), "tuner getCollInfo");
-  const int channels = tuner_channels(ctx->policy, ctx->n_ranks, ctx->n_nodes, collective, n_bytes);
-  if (channels > 0) *n_channels = channels;
-  return ncclSuccess;
+  return guarded("tuner getCollInfo", [&] {
+    TunerContext* ctx = tuner_context(context);
+    if (ctx == nullptr || n_channels == nullptr)
+      return report(invalid_argument("not a ciuic tuner context"), "tuner getCollInfo");
+    const int channels =
+        tuner_channels(ctx->policy, ctx->n_ranks, ctx->n_nodes, collective, n_bytes);
+    if (channels > 0) *n_channels = channels;
+    return ncclSuccess;
+  });
 }
 
 ncclResult_t tuner_finalize(void* context) {
-  TunerContext* ctx = tuner_context(context);
-  if (context != nullptr && ctx == nullptr)
-    return report(invalid_argument("not a ciuic tuner context"), "tuner finalize");
-  if (ctx != nullptr) ctx->magic = 0;
-  delete ctx;
-  return ncclSuccess;
+  return guarded("tuner finalize", [&] {
+    TunerContext* ctx = tuner_context(context);
+    if (context != nullptr && ctx == nullptr)
+      return report(invalid_argument("not a ciuic tuner context"), "tuner finalize");
+    if (ctx != nullptr) ctx->magic = 0;
+    delete ctx;
+    return ncclSuccess;
+  });
 }
 
 }  // namespace
