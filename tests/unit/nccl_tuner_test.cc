@@ -1,4 +1,4 @@
-// ciuic's NCCL tuner seen the way NCCL 2.27+ sees it: found by name (ncclTunerPlugin_v5) in
+// ciuic's NCCL tuner seen the way NCCL 2.28+ sees it: found by name (ncclTunerPlugin_v5) in
 // the net plugin's own library, init per communicator with NCCL's constants, then
 // getCollInfo per collective. NCCL initializes the net plugin before the tuner, and so do
 // these tests: that init is where the plugin reads its environment afresh.
