@@ -1,7 +1,7 @@
 // NCCL's tuner-plugin ABI (ncclTuner_v5: NCCL 2.28, and 2.29 after its v6), declared from
-// its documented layout. NCCL looks for the tuner first in NCCL_TUNER_PLUGIN's library and, when that is
-// unset, in the net plugin's own library: exporting ncclTunerPlugin_v5 here makes NCCL
-// use ciuic's tuner whenever it uses ciuic's network, with nothing more to set.
+// its documented layout. NCCL looks for the tuner first in NCCL_TUNER_PLUGIN's library and,
+// when that is unset, in the net plugin's own library: exporting ncclTunerPlugin_v5 here
+// makes NCCL use ciuic's tuner whenever it uses ciuic's network, with nothing more to set.
 //
 // As in nccl_net_abi.h, the layout is pinned by static_asserts (LP64).
 #pragma once

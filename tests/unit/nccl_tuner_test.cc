@@ -151,8 +151,9 @@ TEST_F(NcclTunerTest, DisabledLeavesNcclModelAlone) {
 TEST_F(NcclTunerTest, WrongContextIsAnErrorNotACrash) {
   int not_a_context[8] = {};
   int channels = 0;
-  EXPECT_EQ(tuner_->getCollInfo(not_a_context, ncclFuncAllReduce, 8, 1, nullptr, 7, 3, 0, &channels),
-            ncclInvalidArgument);
+  EXPECT_EQ(
+      tuner_->getCollInfo(not_a_context, ncclFuncAllReduce, 8, 1, nullptr, 7, 3, 0, &channels),
+      ncclInvalidArgument);
   EXPECT_EQ(tuner_->getCollInfo(nullptr, ncclFuncAllReduce, 8, 1, nullptr, 7, 3, 0, &channels),
             ncclInvalidArgument);
   EXPECT_EQ(channels, 0);
