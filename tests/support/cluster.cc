@@ -2,6 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdint>
+#include <vector>
+
 #include "support/scoped_config.h"
 
 namespace ciuic::testing {
@@ -33,6 +36,22 @@ Cluster::~Cluster() {
 
 void Cluster::run(const std::function<void(int, ciuic_comm_t)>& fn) const {
   run_threads(size(), [&](int r) { fn(r, comms_[r]); });
+}
+
+// Sums of rank-dependent values, checked exactly.
+void expect_allreduce_works(const Cluster& cluster, const std::string& after) {
+  const int n = cluster.size();
+  cluster.run([&](int rank, ciuic_comm_t comm) {
+    constexpr int kCount = 5;
+    std::vector<int32_t> send(kCount), recv(kCount, -1);
+    for (int i = 0; i < kCount; ++i) send[i] = rank * 10 + i;
+    ASSERT_EQ(ciuic_allreduce(send.data(), recv.data(), kCount, CIUIC_INT32, CIUIC_SUM, comm,
+                              nullptr),
+              CIUIC_SUCCESS)
+        << "rank " << rank << " after " << after << ": " << ciuic_comm_get_last_error(comm);
+    for (int i = 0; i < kCount; ++i)
+      EXPECT_EQ(recv[i], 10 * n * (n - 1) / 2 + n * i) << "rank " << rank << " after " << after;
+  });
 }
 
 }  // namespace ciuic::testing

@@ -28,4 +28,8 @@ class Cluster {
   bool ok_ = false;
 };
 
+// An int32 sum all-reduce on every rank, checked exactly: the proof that the cluster's
+// communicators still work `after` something (named in the failure).
+void expect_allreduce_works(const Cluster& cluster, const std::string& after);
+
 }  // namespace ciuic::testing
