@@ -14,8 +14,9 @@ const config::BoolParam kTunerEnabled{
     "CIUIC_NCCL_TUNER", true,
     "Whether the NCCL plugin's tuner corrects NCCL's cost model for host-staged networking "
     "(0: NCCL's own model, unchanged)"};
+constexpr int64_t kDefaultLlSpeedMbps = 16000;  // 2 GB/s
 const config::IntParam kLlSpeedMbps{
-    "CIUIC_NCCL_LL_SPEED_MBPS", 16000,
+    "CIUIC_NCCL_LL_SPEED_MBPS", kDefaultLlSpeedMbps,
     "LL protocol bandwidth across nodes the NCCL tuner gives NCCL's cost model, in Mb/s "
     "(LL lines staged through host memory run near 1 GB/s whatever the link)"};
 const config::IntParam kChannelBytes{
@@ -94,7 +95,8 @@ TunerPolicy tuner_policy_from_params() {
   TunerPolicy policy;
   policy.enabled = kTunerEnabled.get();
   const int64_t ll_mbps = kLlSpeedMbps.get();
-  if (ll_mbps > 0) policy.ll_max_gbytes_per_s = static_cast<double>(ll_mbps) / 8000.0;
+  policy.ll_max_gbytes_per_s =
+      static_cast<double>(ll_mbps > 0 ? ll_mbps : kDefaultLlSpeedMbps) / 8000.0;
   const int64_t channel_bytes = kChannelBytes.get();
   policy.bytes_per_channel = channel_bytes > 0 ? static_cast<size_t>(channel_bytes) : 0;
   return policy;

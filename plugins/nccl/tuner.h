@@ -22,10 +22,11 @@
 
 namespace ciuic::nccl_plugin {
 
+// Read from the parameters (tuner_policy_from_params), where the defaults are.
 struct TunerPolicy {
-  bool enabled = true;
-  double ll_max_gbytes_per_s = 2.0;   // LL's bandwidth across nodes, GB/s
-  size_t bytes_per_channel = 512 << 10;
+  bool enabled = false;
+  double ll_max_gbytes_per_s = 0;  // LL's bandwidth across nodes, GB/s
+  size_t bytes_per_channel = 0;    // 0: NCCL's channel counts
 };
 
 // The policy from CIUIC_NCCL_TUNER, CIUIC_NCCL_LL_SPEED_MBPS and CIUIC_NCCL_CHANNEL_BYTES.

@@ -1,8 +1,6 @@
 // How a communicator's channels come up: connect_peers, on the first operation that needs a
 // peer, dials and accepts through the endpoints and greets each new channel; and the
 // peers' descriptions that every error message names.
-#include <cstring>
-
 #include "base/log.h"
 #include "core/comm.h"
 #include "core/endpoints.h"
